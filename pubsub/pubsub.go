@@ -111,6 +111,9 @@ type Subscription interface {
 	// one message is available, then appends to buf every message already
 	// waiting, up to cap(buf) in total (at least one), and returns the
 	// extended slice. Errors are those of Next, returned with buf unchanged.
+	// With a ctx that has already ended it never waits: it returns what is
+	// waiting, or ctx.Err() when nothing is (how a writer drains its
+	// backlog without blocking).
 	NextBatch(ctx context.Context, buf []Message) ([]Message, error)
 	// Close ends the subscription and releases what it holds. Blocked and
 	// later calls to Next return ErrClosed. Close is idempotent.

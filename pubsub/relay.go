@@ -322,6 +322,9 @@ func (j *joinSub) NextBatch(ctx context.Context, buf []Message) ([]Message, erro
 	limit := max(cap(buf), len(buf)+1)
 	if !j.replayed {
 		for len(j.page) == 0 && !j.exhausted {
+			if err := ctx.Err(); err != nil {
+				return buf, err // no history read for a drain that must not wait
+			}
 			if err := j.fetch(ctx, limit-len(buf)); err != nil {
 				return buf, err
 			}
@@ -452,6 +455,9 @@ func (j *joinSub) fetch(ctx context.Context, limit int) error {
 				j.after, j.fromOldest, j.checked = Position{}, true, false
 			}
 			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // the caller gave up; the subscription goes on
 		}
 		j.live.Close()
 		return fmt.Errorf("pubsub: reading history: %w", err)

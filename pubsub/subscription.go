@@ -114,6 +114,9 @@ func (s *sharedSub) take(buf []Message, limit int) ([]Message, error) {
 // park waits until a publish, the end of ctx, the subscription or the
 // broker. Called with rmu held.
 func (s *sharedSub) park(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err // a drain that must not wait
+	}
 	t := s.t
 	t.wmu.Lock()
 	if t.head.Load() != s.pos.Load() {
@@ -294,6 +297,9 @@ func (s *privSub) NextBatch(ctx context.Context, buf []Message) ([]Message, erro
 		out, err := s.take(buf, limit)
 		if err != nil || len(out) > n {
 			return out, err
+		}
+		if err := ctx.Err(); err != nil {
+			return buf, err // a drain that must not wait
 		}
 		select {
 		case <-s.wake:

@@ -387,6 +387,27 @@ func (s *suite) testSubscribe(t *testing.T) {
 		}
 	})
 
+	t.Run("NextBatch with an ended context drains without waiting", func(t *testing.T) {
+		ctx, b, subject := safetyCtx(t), s.open(t), subjects(t)
+		topic := subject("t")
+		sub := subscribe(t, ctx, b, topic)
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		got, err := sub.NextBatch(done, nil)
+		require.ErrorIs(t, err, context.Canceled, "nothing waiting: ctx.Err() at once")
+		assert.Empty(t, got)
+		witness := subscribe(t, ctx, b, topic)
+		publish(t, ctx, b, topic, 1, 2, 3)
+		expect(t, ctx, witness, 1, 2, 3) // so sub has been offered them too
+		got, err = sub.NextBatch(done, make([]pubsub.Message, 0, 10))
+		require.NoError(t, err, "messages waiting: returned without an error")
+		assert.Equal(t, []int{1, 2, 3}, indexes(got))
+		_, err = sub.NextBatch(done, nil)
+		require.ErrorIs(t, err, context.Canceled)
+		publish(t, ctx, b, topic, 4)
+		expect(t, ctx, sub, 4) // the subscription goes on
+	})
+
 	t.Run("keeps per-topic order through Next and NextBatch", func(t *testing.T) {
 		const n = 1000
 		ctx, b, subject := safetyCtx(t), s.open(t), subjects(t)
