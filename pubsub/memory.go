@@ -144,6 +144,18 @@ func newEpoch() string {
 // this broker instance.
 func (b *Broker) Epoch() string { return b.epoch }
 
+var _ HeadReader = (*Broker)(nil)
+
+// Head returns the cursor of the newest message published (see HeadReader).
+func (b *Broker) Head(ctx context.Context) (Cursor, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return "", ErrClosed
+	}
+	return MakeCursor(b.epoch, Position{Lo: b.seq}), nil
+}
+
 // entry is one published message as the broker holds it. It is allocated
 // once per Publish and never modified after it is appended.
 type entry struct {
@@ -196,7 +208,7 @@ func (b *Broker) Publish(ctx context.Context, m Message) (Cursor, error) {
 	if err := ValidateTopic(m.Topic); err != nil {
 		return "", err
 	}
-	if size := messageSize(&m); size > b.cfg.maxMessageSize {
+	if size := messageSize(&m); size > b.cfg.maxMessageSize && !b.relay {
 		return "", fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, size, b.cfg.maxMessageSize)
 	}
 	if err := ctx.Err(); err != nil {

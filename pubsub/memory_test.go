@@ -296,3 +296,44 @@ func TestCursorParse(t *testing.T) {
 	assert.False(t, pubsub.Position{Lo: 3}.Less(pubsub.Position{Lo: 3}))
 	assert.True(t, errors.Is(&pubsub.GapError{}, pubsub.ErrGap))
 }
+
+func TestHeadThenAfterMissesNothing(t *testing.T) {
+	ctx := testCtx(t)
+	b := pubsub.NewBroker()
+	defer b.Close()
+	keep, err := b.Subscribe(ctx, "t")
+	require.NoError(t, err)
+	defer keep.Close()
+	publish(t, b, "t", "before")
+	head, err := b.Head(ctx)
+	require.NoError(t, err)
+	publish(t, b, "t", "between") // after Head, before the next Subscribe
+
+	sub, err := b.Subscribe(ctx, "t", pubsub.After(head))
+	require.NoError(t, err)
+	defer sub.Close()
+	_, err = sub.Next(ctx)
+	assert.ErrorIs(t, err, pubsub.ErrGap, "without history, what came between is reported, never silently lost")
+
+	hb := pubsub.NewBroker(pubsub.History(10, 0))
+	defer hb.Close()
+	publish(t, hb, "t", "before")
+	head, err = hb.Head(ctx)
+	require.NoError(t, err)
+	publish(t, hb, "t", "between")
+	sub2, err := hb.Subscribe(ctx, "t", pubsub.After(head))
+	require.NoError(t, err)
+	defer sub2.Close()
+	m, err := sub2.Next(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "between", string(m.Data))
+
+	empty := pubsub.NewBroker()
+	c, err := empty.Head(ctx)
+	require.NoError(t, err)
+	_, _, err = c.Parse()
+	assert.NoError(t, err, "the head of an empty broker is a valid cursor")
+	empty.Close()
+	_, err = empty.Head(ctx)
+	assert.ErrorIs(t, err, pubsub.ErrClosed)
+}

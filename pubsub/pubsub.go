@@ -131,6 +131,16 @@ type Backend interface {
 	Close() error
 }
 
+// HeadReader is implemented by brokers that can tell where "now" is: the
+// cursor of the newest message (the cursor of an empty history when there
+// is none). Subscribing After it delivers exactly what is published from
+// then on; a long-polling client with no cursor yet starts from it, so no
+// message falls between two of its polls. Every broker in this module
+// implements it.
+type HeadReader interface {
+	Head(ctx context.Context) (Cursor, error)
+}
+
 // Errors returned by brokers and subscriptions. Test for them with errors.Is.
 var (
 	// ErrClosed: the broker or the subscription was closed.

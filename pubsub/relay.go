@@ -76,8 +76,9 @@ type RelayConfig struct {
 	// means DefaultCatchUp.
 	CatchUp time.Duration
 	// Options are the memory Broker's options for the local fan-out.
-	// History is ignored (the engine keeps history); MaxTopics and
-	// MaxMessageSize apply to what the relay holds locally.
+	// History is ignored (the engine keeps history) and so is
+	// MaxMessageSize (the engine accepted the message: the relay delivers
+	// it); MaxTopics bounds the topics the relay tracks locally.
 	Options []Option
 }
 
@@ -96,6 +97,21 @@ func (r *Relay) Epoch() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.epoch
+}
+
+// Head returns the cursor of the engine's newest message, through the
+// HeadFunc, or where the feed is when there is none (see HeadReader).
+func (r *Relay) Head(ctx context.Context) (Cursor, error) {
+	var head Position
+	if r.head != nil {
+		var err error
+		if head, err = r.head(ctx); err != nil {
+			return "", fmt.Errorf("pubsub: reading the engine's head: %w", err)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return MakeCursor(r.epoch, maxPos(head, r.last)), nil
 }
 
 // Last returns the feed's position: the last message delivered, or what
@@ -438,10 +454,12 @@ func (j *joinSub) fetch(ctx context.Context, limit int) error {
 	}
 	limit = min(max(limit, 64), 1024)
 	msgs, err := j.history(ctx, j.pattern, j.after, limit)
-	first := !j.checked
 	j.checked = true
 	if err != nil {
-		if errors.Is(err, ErrGap) && first && !j.fromOldest {
+		// A gap on the first page: the cursor is older than history. On a
+		// later page: retention moved past the replay while it ran. Either
+		// way what follows is gone; say so and go on as OnGap chose.
+		if errors.Is(err, ErrGap) && !j.fromOldest {
 			g := &GapError{After: j.cfg.After, Reason: "trimmed"}
 			var ge *GapError
 			if errors.As(err, &ge) && ge.Reason != "" {

@@ -15,7 +15,8 @@
 // or RunWith, to say what else it can do (Options). The suite closes every
 // broker it asks for, once, when the subtest that asked ends; a constructor
 // may register more cleanup of its own with t.Cleanup (closing a client
-// connection, say), which runs first.
+// connection, say), which runs after the broker is closed (cleanups run
+// last registered, first run).
 //
 // Brokers that share one engine (one Redis, one NATS server, one database)
 // need no cleaning between runs: each subtest publishes and subscribes only

@@ -1,0 +1,99 @@
+// Package queue is an at-least-once work queue: messages are stored until a
+// consumer processes them and acks, each leased to one consumer at a time,
+// retried with backoff when processing fails, and moved to a dead-letter
+// queue when it keeps failing. It decouples heavy work from the request that
+// asks for it, buffers and batches it, and smooths spiky load: a handler
+// enqueues and answers at once; workers in the same or another process do
+// the work.
+//
+// Choose a queue when each message is work that exactly one consumer must
+// finish and that must survive that consumer failing. Choose pubsub instead
+// when every interested party should see a message and a message nobody
+// listens for may pass; choose poll's jobs when a client waits for the
+// result of its own request.
+//
+// # Entry points
+//
+//   - NewMemory returns the in-memory Backend; queue.New(backend, "jobs")
+//     the Queue handle producers and consumers call (Enqueue,
+//     EnqueueBatch, Receive, Ack, Nack, Extend, DeadLetter, Dead, Redrive,
+//     Pause, Resume, Stats).
+//   - NewWorker runs a Handler over a Queue with a pool of goroutines; Typed
+//     gives the same with values of a Go type (JSON by default).
+//   - NewHandler is the net/http adapter, for producers and consumers in
+//     other languages.
+//
+// The memory backend lives in this package rather than in a subpackage
+// because it is first class, not a mock: it is what a one-node service
+// runs on and what every test uses, with nothing to import beyond queue.
+//
+// # Guarantees
+//
+// Delivery is at least once. While a lease holds, its message is with one
+// consumer only; when the lease passes without an ack, the message becomes
+// visible again with its Attempt increased, and the old receipt fails with
+// ErrStaleReceipt (the work may be done twice: make handlers idempotent, or
+// use a DedupKey at the producer). Visible messages are delivered highest
+// Priority first and first in, first out within a priority. A receive that
+// waits (long polling) is woken by an enqueue, a nack, an expired lease, a
+// due delay or a resume, never by polling. Everything is bounded: batch
+// sizes, waits, leases and delays by the constants of this package; queue
+// depth, dead letters, dedup keys and message size by the backend
+// (MemoryOptions says what the memory backend does at each bound).
+//
+// # The worker
+//
+// A Worker receives only as many messages as it has free handlers, extends
+// each lease every Lease/3 while its handler runs, acks on success, and on
+// failure nacks with exponential backoff and full jitter (or the delay of a
+// RetryAfter error) until MaxAttempts, then dead-letters; a Permanent error
+// dead-letters at once. Panics are recovered and count as failures; each
+// call has a Timeout. Shutdown stops receiving, waits for running handlers
+// up to its context, then gives back what is unfinished with a zero-delay
+// nack so another worker takes it at once.
+//
+// # Backends on the engines
+//
+// The Backend interface is SQS-shaped, and each engine maps onto it without
+// emulation of the core contract:
+//
+//   - PostgreSQL (pgqueue): one table (queue, id, body, header, priority,
+//     state, visible_at, attempts, lease_token, last_error, enqueued_at).
+//     Receive is UPDATE ... WHERE id IN (SELECT ... WHERE state='ready' AND
+//     visible_at <= now() AND NOT paused ORDER BY priority DESC, id FOR
+//     UPDATE SKIP LOCKED LIMIT $max) SET state='leased', visible_at =
+//     now()+lease, attempts+1, lease_token = new token; a leased row whose
+//     visible_at passed counts as ready again (the reaper is the WHERE
+//     clause, plus a periodic sweep for Stats). The receipt is id and
+//     token: Ack, Nack and Extend match both and visible_at > now(), so a
+//     stale receipt touches no row. Long-poll waits on LISTEN, woken by a
+//     NOTIFY from Enqueue, Nack, Redrive and Resume, and by a timer to the
+//     next visible_at. Dedup is a unique (queue, key) table with an expiry;
+//     dead letters are state='dead' rows, listed by (dead_at, id).
+//   - Redis Streams (redisqueue): a stream per queue and a consumer group;
+//     Receive is XAUTOCLAIM of entries idle longer than their lease (expired
+//     leases) then XREADGROUP BLOCK (the long poll, woken by XADD). The
+//     receipt is entry id plus delivery count; Ack (XACK + XDEL), Extend
+//     (XCLAIM to the same consumer, resetting idle time) and Nack run as
+//     scripts that check the pending entry's count and idle time first.
+//     Delayed messages and priorities wait in a sorted set scored by due
+//     time and priority; a script moves due members into the stream (from
+//     Receive and a timer). Dead letters go to a dead-letter stream, listed
+//     by entry id; dedup is SET NX with the window as expiry.
+//   - NATS JetStream (natsqueue): a work-queue stream with a subject per
+//     queue and priority level (hence the small priority range), and a
+//     durable pull consumer per queue; Fetch with MaxWait is the long poll.
+//     AckWait is the lease (a Receive asks for the consumer's AckWait),
+//     InProgress extends it, NakWithDelay is Nack, the metadata's
+//     NumDelivered is Attempt, Msg-Id with the stream's duplicate window is
+//     the dedup. The receipt is the message's reply subject, which names
+//     the delivery; the backend also keeps each in-hand lease deadline and
+//     refuses Ack after it. Delayed messages wait in a delay stream that the
+//     backend republishes from when due (Msg-Id keeps that idempotent); dead
+//     letters are published to a dead-letter stream with the last error as
+//     a header, then the original is terminated; Pause is the consumer's
+//     pause.
+//
+// Engines keep their own time; the conformance suite (queuetest) runs them
+// with short real leases, and the memory backend on a fake clock.
+package queue

@@ -1,0 +1,548 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard-go/switchboard/internal/backoff"
+	"github.com/switchboard-go/switchboard/internal/clock"
+)
+
+// Handler processes one delivery. Returning nil acks the message. Returning
+// an error fails this attempt: the message is retried after a backoff, or
+// after the delay of a RetryAfter error, until its attempts reach
+// MaxAttempts; then, or at once for a Permanent error, it goes to the
+// dead-letter queue. ctx ends when the per-message Timeout passes, when the
+// lease is lost, and when the worker stops.
+type Handler func(ctx context.Context, d Delivery) error
+
+// Middleware wraps a Handler: logging, metrics, tracing, decoding.
+type Middleware func(Handler) Handler
+
+// Errors about handlers and workers.
+var (
+	// ErrHandlerTimeout is the cause of a handler's context ending because
+	// the per-message Timeout passed; the attempt counts as failed.
+	ErrHandlerTimeout = errors.New("queue: handler timed out")
+	// ErrLeaseLost is the cause of a handler's context ending because its
+	// lease could not be extended: the message may be with another
+	// consumer already.
+	ErrLeaseLost = errors.New("queue: lease lost")
+	// ErrWorkerStopped is the cause of a handler's context ending because
+	// the worker stopped before the handler finished; its message was
+	// given back (nacked with no delay), not counted as a failure.
+	ErrWorkerStopped = errors.New("queue: worker stopped")
+	// ErrWorkerStarted: Run was called on a worker that had already run.
+	ErrWorkerStarted = errors.New("queue: worker already started")
+)
+
+// PermanentError marks a handler error that retrying cannot fix: the
+// message goes to the dead-letter queue at once. Make one with Permanent.
+type PermanentError struct{ Err error }
+
+// Permanent wraps err so that the worker dead-letters the message without
+// retrying it.
+func Permanent(err error) error { return &PermanentError{Err: err} }
+
+func (e *PermanentError) Error() string { return "permanent: " + errText(e.Err) }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// RetryAfterError asks for the next attempt after Delay instead of the
+// backoff's delay. The attempt still counts toward MaxAttempts. Make one
+// with RetryAfter.
+type RetryAfterError struct {
+	Delay time.Duration
+	Err   error
+}
+
+// RetryAfter wraps err so that the worker retries the message after d
+// (clamped to [0, MaxDelay]).
+func RetryAfter(d time.Duration, err error) error { return &RetryAfterError{Delay: d, Err: err} }
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("retry after %v: %s", e.Delay, errText(e.Err))
+}
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// PanicError is the failure of a handler that panicked.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
+
+func errText(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}
+
+// Defaults and bounds of WorkerOptions.
+const (
+	DefaultConcurrency = 10
+	MaxConcurrency     = MaxBatch
+	DefaultWait        = 20 * time.Second
+	DefaultMaxAttempts = 5
+	DefaultRetryBase   = time.Second
+	DefaultRetryMax    = 5 * time.Minute
+	DefaultTimeout     = 5 * time.Minute
+)
+
+// WorkerOptions configures NewWorker. The zero value gives every default.
+type WorkerOptions struct {
+	// Concurrency bounds how many handlers run at once, in [1,
+	// MaxConcurrency]. The worker receives only as many messages as it has
+	// free handlers (prefetch equals free capacity), so no message waits
+	// leased in a local buffer. Zero means DefaultConcurrency (10).
+	Concurrency int
+	// Lease is the lease taken on each message, in [MinLease, MaxLease].
+	// While a handler runs, the worker extends it every Lease/3. Zero
+	// means DefaultLease (30s).
+	Lease time.Duration
+	// Wait is how long each receive waits for a message (long polling),
+	// in (0, MaxWait]. Zero means DefaultWait (20s).
+	Wait time.Duration
+	// MaxAttempts bounds the deliveries of a message: a message whose
+	// attempt number MaxAttempts fails goes to the dead-letter queue.
+	// Zero means DefaultMaxAttempts (5).
+	MaxAttempts int
+	// RetryBase and RetryMax shape the delay before a retry: a random
+	// duration in [0, min(RetryMax, RetryBase*2^(attempt-1))] (exponential
+	// backoff with full jitter). Zero means DefaultRetryBase (1s) and
+	// DefaultRetryMax (5m); RetryMax is at most MaxDelay.
+	RetryBase, RetryMax time.Duration
+	// Timeout bounds one handler call: its context ends with cause
+	// ErrHandlerTimeout and the attempt fails. Zero means DefaultTimeout
+	// (5m); negative means no timeout.
+	Timeout time.Duration
+	// Middleware wraps the handler, the first element outermost.
+	Middleware []Middleware
+	// Clock drives lease extension, timeouts and receive retries. Nil
+	// means the real clock.
+	Clock clock.Clock
+	// Logger receives panics (with their stack), lost leases and backend
+	// errors. Nil means slog.Default().
+	Logger *slog.Logger
+
+	rand func() float64 // backoff jitter; tests set it
+}
+
+// WorkerStats counts what a worker did since it started.
+type WorkerStats struct {
+	Succeeded    uint64 // handler returned nil and the ack held
+	Failed       uint64 // attempts that failed: errors, panics, timeouts
+	Retried      uint64 // failed attempts nacked for a retry
+	DeadLettered uint64 // messages sent to the dead-letter queue
+	Panics       uint64 // handler panics (also counted in Failed)
+	TimedOut     uint64 // handler timeouts (also counted in Failed)
+	LeaseLost    uint64 // acks or extensions refused with ErrStaleReceipt
+	Abandoned    uint64 // messages given back unfinished at shutdown
+}
+
+// Worker runs a handler over a queue with a pool of goroutines: it leases
+// messages, extends their leases while the handler runs, acks what
+// succeeds, retries what fails with backoff, dead-letters what keeps
+// failing, and on Shutdown gives back what it could not finish.
+//
+// Run starts it and Shutdown stops it gracefully; a Worker runs once. Its
+// methods are safe for concurrent use.
+type Worker struct {
+	q      *Queue
+	h      Handler
+	opts   WorkerOptions
+	clock  clock.Clock
+	policy backoff.Policy
+	log    *slog.Logger
+	slots  []*slot
+
+	mu       sync.Mutex
+	started  bool                    // guarded by mu
+	stopping bool                    // Shutdown was called; guarded by mu
+	stopRecv context.CancelFunc      // guarded by mu
+	hardStop context.CancelCauseFunc // guarded by mu
+	done     chan struct{}           // closed when Run returns
+
+	succeeded, failed, retried, deadLettered, panics, timedOut, leaseLost, abandoned atomic.Uint64
+}
+
+// slot is one handler goroutine's current message.
+type slot struct {
+	mu         sync.Mutex
+	active     bool                    // guarded by mu
+	abandoned  bool                    // given back at shutdown; guarded by mu
+	d          Delivery                // guarded by mu
+	leaseUntil time.Time               // guarded by mu
+	cancel     context.CancelCauseFunc // guarded by mu
+}
+
+// NewWorker returns a worker that will run h over q. Options out of bounds
+// are clamped to them.
+func NewWorker(q *Queue, h Handler, opts WorkerOptions) *Worker {
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = DefaultConcurrency
+	}
+	opts.Concurrency = min(opts.Concurrency, MaxConcurrency)
+	if opts.Lease == 0 {
+		opts.Lease = DefaultLease
+	}
+	opts.Lease = min(max(opts.Lease, MinLease), MaxLease)
+	if opts.Wait <= 0 {
+		opts.Wait = DefaultWait
+	}
+	opts.Wait = min(opts.Wait, MaxWait)
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = DefaultRetryBase
+	}
+	if opts.RetryMax <= 0 {
+		opts.RetryMax = DefaultRetryMax
+	}
+	opts.RetryMax = min(opts.RetryMax, MaxDelay)
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	for i := len(opts.Middleware) - 1; i >= 0; i-- {
+		h = opts.Middleware[i](h)
+	}
+	w := &Worker{
+		q: q, h: h, opts: opts, clock: clock.Or(opts.Clock), log: log,
+		policy: backoff.Policy{Base: opts.RetryBase, Max: opts.RetryMax, Rand: opts.rand},
+		slots:  make([]*slot, opts.Concurrency),
+		done:   make(chan struct{}),
+	}
+	for i := range w.slots {
+		w.slots[i] = &slot{}
+	}
+	return w
+}
+
+// Stats returns the worker's counters.
+func (w *Worker) Stats() WorkerStats {
+	return WorkerStats{
+		Succeeded: w.succeeded.Load(), Failed: w.failed.Load(), Retried: w.retried.Load(),
+		DeadLettered: w.deadLettered.Load(), Panics: w.panics.Load(), TimedOut: w.timedOut.Load(),
+		LeaseLost: w.leaseLost.Load(), Abandoned: w.abandoned.Load(),
+	}
+}
+
+// Run receives and handles messages until Shutdown is called or ctx ends,
+// and returns when every goroutine it started has finished. After
+// Shutdown it returns nil. When ctx ends it stops at once, as Shutdown
+// with an ended context does: unfinished messages are given back (nacked
+// with no delay) and their handlers' contexts end with cause
+// ErrWorkerStopped; it then waits for those handlers to return and
+// returns ctx.Err(). It returns ErrClosed when the backend is closed, and
+// ErrWorkerStarted when called a second time.
+func (w *Worker) Run(ctx context.Context) error {
+	w.mu.Lock()
+	if w.started {
+		w.mu.Unlock()
+		return ErrWorkerStarted
+	}
+	w.started = true
+	defer close(w.done)
+	if w.stopping {
+		w.mu.Unlock()
+		return nil
+	}
+	hard, hardStop := context.WithCancelCause(ctx)
+	defer hardStop(nil)
+	recvCtx, stopRecv := context.WithCancel(hard)
+	defer stopRecv()
+	w.stopRecv, w.hardStop = stopRecv, hardStop
+	w.mu.Unlock()
+
+	n := w.opts.Concurrency
+	jobs := make(chan Delivery, n)
+	tokens := make(chan struct{}, n) // one per message received and not yet finished
+	var handlers sync.WaitGroup
+	for _, s := range w.slots {
+		handlers.Go(func() {
+			for d := range jobs {
+				w.handle(hard, s, d)
+				<-tokens
+			}
+		})
+	}
+	// The ticker is made here, before any message is received, so that
+	// every handler runs with lease keeping already on the clock.
+	ticker := w.clock.NewTicker(max(w.opts.Lease/3, time.Millisecond/3))
+	keeperDone := make(chan struct{})
+	var keeper sync.WaitGroup
+	keeper.Go(func() { w.keepLeases(ticker, keeperDone) })
+
+	err := w.receive(recvCtx, jobs, tokens)
+	close(jobs)
+	if ctx.Err() != nil {
+		w.abandonAll()
+	}
+	handlers.Wait()
+	close(keeperDone)
+	keeper.Wait()
+	if err == nil && ctx.Err() != nil {
+		w.mu.Lock()
+		graceful := w.stopping
+		w.mu.Unlock()
+		if !graceful {
+			err = ctx.Err()
+		}
+	}
+	return err
+}
+
+// receive leases as many messages as there are free handlers and hands
+// them over, until ctx ends.
+func (w *Worker) receive(ctx context.Context, jobs chan<- Delivery, tokens chan struct{}) error {
+	retrier := backoff.NewRetrier(backoff.Policy{Base: 100 * time.Millisecond, Max: 10 * time.Second}, w.clock)
+	for {
+		select {
+		case tokens <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		n := 1
+	more:
+		for n < cap(tokens) {
+			select {
+			case tokens <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		ds, err := w.q.Receive(ctx, ReceiveOptions{Max: n, Lease: w.opts.Lease, Wait: w.opts.Wait})
+		for range n - len(ds) {
+			<-tokens
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, ErrClosed) {
+				return err
+			}
+			w.log.Error("queue: receive failed", "queue", w.q.Name(), "err", err)
+			if retrier.Next(ctx) != nil {
+				return nil
+			}
+			continue
+		}
+		retrier.Reset()
+		for _, d := range ds {
+			jobs <- d // never blocks: tokens bound the messages to cap(jobs)
+		}
+	}
+}
+
+// handle runs the handler on d in slot s and settles the outcome.
+func (w *Worker) handle(hard context.Context, s *slot, d Delivery) {
+	bg := context.WithoutCancel(hard)
+	if hard.Err() != nil { // stopping: give it back untouched
+		w.giveBack(bg, d)
+		return
+	}
+	ctx, cancel := context.WithCancelCause(hard)
+	defer cancel(nil)
+	var timer clock.Timer
+	if w.opts.Timeout > 0 {
+		timer = w.clock.AfterFunc(w.opts.Timeout, func() { cancel(ErrHandlerTimeout) })
+	}
+	s.mu.Lock()
+	s.active, s.abandoned, s.d, s.cancel = true, false, d, cancel
+	s.leaseUntil = w.clock.Now().Add(w.opts.Lease)
+	s.mu.Unlock()
+
+	err := w.call(ctx, d)
+
+	if timer != nil {
+		timer.Stop()
+	}
+	s.mu.Lock()
+	abandoned := s.abandoned
+	s.active, s.cancel, s.d = false, nil, Delivery{}
+	s.mu.Unlock()
+	if abandoned {
+		return // already given back by abandonAll
+	}
+	cause := context.Cause(ctx)
+	switch {
+	case err == nil:
+		w.ack(bg, d)
+	case errors.Is(cause, ErrWorkerStopped) || (hard.Err() != nil && errors.Is(err, context.Canceled)):
+		w.giveBack(bg, d)
+	case errors.Is(cause, ErrLeaseLost):
+		// The message may be with another consumer: nothing to settle.
+		w.failed.Add(1)
+	default:
+		if errors.Is(cause, ErrHandlerTimeout) {
+			w.timedOut.Add(1)
+			err = fmt.Errorf("%w after %v: %w", ErrHandlerTimeout, w.opts.Timeout, err)
+		}
+		w.fail(bg, d, err)
+	}
+}
+
+// call runs the handler, turning a panic into a *PanicError.
+func (w *Worker) call(ctx context.Context, d Delivery) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			w.panics.Add(1)
+			pe := &PanicError{Value: v, Stack: debug.Stack()}
+			w.log.Error("queue: handler panicked", "queue", w.q.Name(), "id", d.ID, "panic", v, "stack", string(pe.Stack))
+			err = pe
+		}
+	}()
+	return w.h(ctx, d)
+}
+
+func (w *Worker) ack(ctx context.Context, d Delivery) {
+	if err := w.q.Ack(ctx, d.Receipt); err != nil {
+		w.settleError(d, "ack", err)
+		return
+	}
+	w.succeeded.Add(1)
+}
+
+func (w *Worker) fail(ctx context.Context, d Delivery, err error) {
+	w.failed.Add(1)
+	var perm *PermanentError
+	if errors.As(err, &perm) || d.Attempt >= w.opts.MaxAttempts {
+		if derr := w.q.DeadLetter(ctx, d.Receipt, err.Error()); derr != nil {
+			w.settleError(d, "dead-letter", derr)
+			return
+		}
+		w.deadLettered.Add(1)
+		return
+	}
+	delay := w.policy.Delay(d.Attempt - 1)
+	var ra *RetryAfterError
+	if errors.As(err, &ra) {
+		delay = min(max(ra.Delay, 0), MaxDelay)
+	}
+	if nerr := w.q.Nack(ctx, d.Receipt, delay, err.Error()); nerr != nil {
+		w.settleError(d, "nack", nerr)
+		return
+	}
+	w.retried.Add(1)
+}
+
+// giveBack nacks d with no delay so another consumer takes it at once.
+func (w *Worker) giveBack(ctx context.Context, d Delivery) {
+	if err := w.q.Nack(ctx, d.Receipt, 0, ErrWorkerStopped.Error()); err != nil {
+		w.settleError(d, "nack", err)
+		return
+	}
+	w.abandoned.Add(1)
+}
+
+func (w *Worker) settleError(d Delivery, op string, err error) {
+	if errors.Is(err, ErrStaleReceipt) {
+		w.leaseLost.Add(1)
+		w.log.Warn("queue: lease lost before "+op+"; the message will be delivered again", "queue", w.q.Name(), "id", d.ID)
+		return
+	}
+	w.log.Error("queue: "+op+" failed", "queue", w.q.Name(), "id", d.ID, "err", err)
+}
+
+// keepLeases extends, every Lease/3, the lease of every message whose
+// handler is running and whose lease has two thirds or less left.
+func (w *Worker) keepLeases(t clock.Ticker, done <-chan struct{}) {
+	lease := w.opts.Lease
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C():
+		}
+		now := w.clock.Now()
+		for _, s := range w.slots {
+			s.mu.Lock()
+			due := s.active && !s.abandoned && s.leaseUntil.Sub(now) <= lease-lease/3
+			d, cancel := s.d, s.cancel
+			s.mu.Unlock()
+			if !due {
+				continue
+			}
+			err := w.q.Extend(context.Background(), d.Receipt, lease)
+			switch {
+			case err == nil:
+				s.mu.Lock()
+				if s.active && s.d.Receipt == d.Receipt {
+					s.leaseUntil = now.Add(lease)
+				}
+				s.mu.Unlock()
+			case errors.Is(err, ErrStaleReceipt):
+				w.leaseLost.Add(1)
+				w.log.Warn("queue: lease lost while the handler ran", "queue", w.q.Name(), "id", d.ID)
+				cancel(ErrLeaseLost)
+			default:
+				w.log.Error("queue: extending a lease failed", "queue", w.q.Name(), "id", d.ID, "err", err)
+			}
+		}
+	}
+}
+
+// Shutdown stops the worker gracefully: it stops receiving, then waits for
+// the running handlers to finish and settle their messages, until ctx
+// ends. If ctx ends first, it gives back every unfinished message at once
+// (a nack with no delay, so another worker takes it), ends those
+// handlers' contexts with cause ErrWorkerStopped, and returns ctx.Err()
+// without waiting for them; Run returns once they have. Shutdown before Run
+// makes Run return at once.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	w.mu.Lock()
+	w.stopping = true
+	started, stopRecv := w.started, w.stopRecv
+	w.mu.Unlock()
+	if !started {
+		return nil
+	}
+	if stopRecv != nil {
+		stopRecv()
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		w.abandonAll()
+		return ctx.Err()
+	}
+}
+
+// abandonAll gives back every message whose handler is still running and
+// stops everything.
+func (w *Worker) abandonAll() {
+	w.mu.Lock()
+	hardStop := w.hardStop
+	w.mu.Unlock()
+	if hardStop != nil {
+		hardStop(ErrWorkerStopped)
+	}
+	bg := context.Background()
+	for _, s := range w.slots {
+		s.mu.Lock()
+		give := s.active && !s.abandoned
+		s.abandoned = true
+		d, cancel := s.d, s.cancel
+		s.mu.Unlock()
+		if give {
+			cancel(ErrWorkerStopped)
+			w.giveBack(bg, d)
+		}
+	}
+}

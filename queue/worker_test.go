@@ -1,0 +1,281 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/switchboard-go/switchboard/internal/clock"
+	"github.com/switchboard-go/switchboard/queue"
+)
+
+// recorder reports the calls a worker makes, so tests wait on events.
+type recorder struct {
+	queue.Backend
+	extended chan struct{}
+	nacked   chan string
+	acked    chan struct{}
+	dead     chan string
+}
+
+func (r *recorder) Extend(ctx context.Context, q string, rc queue.Receipt, l time.Duration) error {
+	err := r.Backend.Extend(ctx, q, rc, l)
+	if err == nil {
+		r.extended <- struct{}{}
+	}
+	return err
+}
+
+func (r *recorder) Nack(ctx context.Context, q string, rc queue.Receipt, d time.Duration, e string) error {
+	err := r.Backend.Nack(ctx, q, rc, d, e)
+	if err == nil {
+		r.nacked <- e
+	}
+	return err
+}
+
+func (r *recorder) Ack(ctx context.Context, q string, rc queue.Receipt) error {
+	err := r.Backend.Ack(ctx, q, rc)
+	if err == nil {
+		r.acked <- struct{}{}
+	}
+	return err
+}
+
+func (r *recorder) DeadLetter(ctx context.Context, q string, rc queue.Receipt, e string) error {
+	err := r.Backend.DeadLetter(ctx, q, rc, e)
+	if err == nil {
+		r.dead <- e
+	}
+	return err
+}
+
+type fixture struct {
+	t   *testing.T
+	ctx context.Context
+	clk *clock.Fake
+	rec *recorder
+	q   *queue.Queue // through the recorder
+}
+
+func newFixture(t *testing.T) *fixture {
+	clk := clock.NewFake(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	mem := queue.NewMemory(queue.MemoryOptions{Clock: clk})
+	t.Cleanup(func() { mem.Close() })
+	rec := &recorder{Backend: mem, extended: make(chan struct{}, 100), nacked: make(chan string, 100), acked: make(chan struct{}, 100), dead: make(chan string, 100)}
+	q, err := queue.New(rec, "jobs")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return &fixture{t: t, ctx: ctx, clk: clk, rec: rec, q: q}
+}
+
+func (f *fixture) start(h queue.Handler, opts queue.WorkerOptions) (*queue.Worker, chan error) {
+	opts.Clock = f.clk
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	w := queue.NewWorker(f.q, h, opts)
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(context.Background()) }()
+	return w, ran
+}
+
+func wait[T any](f *fixture, c <-chan T, what string) T {
+	f.t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-f.ctx.Done():
+		f.t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+func (f *fixture) stop(w *queue.Worker, ran chan error) {
+	f.t.Helper()
+	require.NoError(f.t, w.Shutdown(f.ctx))
+	require.NoError(f.t, <-ran)
+}
+
+func TestWorkerExtendsTheLeaseWhileTheHandlerRuns(t *testing.T) {
+	f := newFixture(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	w, ran := f.start(func(context.Context, queue.Delivery) error {
+		close(started)
+		<-release
+		return nil
+	}, queue.WorkerOptions{Lease: 30 * time.Second, Timeout: -1})
+	_, err := f.q.Enqueue(f.ctx, queue.Message{Body: []byte("slow")})
+	require.NoError(t, err)
+	wait(f, started, "the handler to start")
+	for range 6 { // three leases' worth of time, in steps of a third
+		f.clk.Advance(10 * time.Second)
+		// Every tick finds two thirds of the lease or less left: extend.
+		wait(f, f.rec.extended, "an extension")
+	}
+	st, err := f.q.Stats(f.ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1, st.InFlight, "still leased after three leases' time")
+	assert.Equal(t, uint64(0), st.Retried)
+	close(release)
+	wait(f, f.rec.acked, "the ack")
+	f.stop(w, ran)
+	assert.Equal(t, uint64(1), w.Stats().Succeeded)
+}
+
+func TestWorkerRecoversPanicsAndRetriesWithBackoff(t *testing.T) {
+	f := newFixture(t)
+	w, ran := f.start(func(_ context.Context, d queue.Delivery) error {
+		if d.Attempt == 1 {
+			panic("kaboom")
+		}
+		return nil
+	}, queue.WorkerOptions{RetryBase: time.Second, RetryMax: time.Second})
+	_, err := f.q.Enqueue(f.ctx, queue.Message{Body: []byte("x")})
+	require.NoError(t, err)
+	lastErr := wait(f, f.rec.nacked, "the nack after the panic")
+	assert.Contains(t, lastErr, "kaboom")
+	f.clk.Advance(time.Second) // the backoff is at most RetryBase
+	wait(f, f.rec.acked, "the retry's ack")
+	f.stop(w, ran)
+	st := w.Stats()
+	assert.Equal(t, uint64(1), st.Panics)
+	assert.Equal(t, uint64(1), st.Failed)
+	assert.Equal(t, uint64(1), st.Retried)
+	assert.Equal(t, uint64(1), st.Succeeded)
+}
+
+func TestWorkerTimesOutAHandler(t *testing.T) {
+	f := newFixture(t)
+	started := make(chan struct{}, 1)
+	w, ran := f.start(func(ctx context.Context, _ queue.Delivery) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}, queue.WorkerOptions{Timeout: time.Second, MaxAttempts: 1})
+	_, err := f.q.Enqueue(f.ctx, queue.Message{Body: []byte("x")})
+	require.NoError(t, err)
+	wait(f, started, "the handler to start")
+	f.clk.Advance(time.Second)
+	lastErr := wait(f, f.rec.dead, "the dead letter after the only attempt timed out")
+	assert.Contains(t, lastErr, queue.ErrHandlerTimeout.Error())
+	f.stop(w, ran)
+	assert.Equal(t, uint64(1), w.Stats().TimedOut)
+}
+
+func TestWorkerShutdownWaitsForRunningHandlers(t *testing.T) {
+	f := newFixture(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	w, ran := f.start(func(context.Context, queue.Delivery) error {
+		close(started)
+		<-release
+		return nil
+	}, queue.WorkerOptions{})
+	_, err := f.q.Enqueue(f.ctx, queue.Message{Body: []byte("x")})
+	require.NoError(t, err)
+	wait(f, started, "the handler to start")
+	shut := make(chan error, 1)
+	go func() { shut <- w.Shutdown(f.ctx) }()
+	close(release)
+	require.NoError(t, wait(f, shut, "shutdown"))
+	require.NoError(t, wait(f, ran, "Run to return"))
+	wait(f, f.rec.acked, "the ack") // the running handler finished and acked
+}
+
+func TestWorkerShutdownDeadlineGivesBackUnfinishedWorkAtOnce(t *testing.T) {
+	f := newFixture(t)
+	started, release := make(chan struct{}), make(chan struct{})
+	w, ran := f.start(func(context.Context, queue.Delivery) error {
+		close(started)
+		<-release // ignores its context, as a stuck handler does
+		return nil
+	}, queue.WorkerOptions{})
+	_, err := f.q.Enqueue(f.ctx, queue.Message{Body: []byte("x")})
+	require.NoError(t, err)
+	wait(f, started, "the handler to start")
+	ended, cancel := context.WithCancel(f.ctx)
+	cancel()
+	require.ErrorIs(t, w.Shutdown(ended), context.Canceled)
+	assert.Equal(t, queue.ErrWorkerStopped.Error(), wait(f, f.rec.nacked, "the give-back"))
+
+	// Another consumer takes it at once, with no time passing.
+	ds, err := f.q.Receive(f.ctx, queue.ReceiveOptions{})
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	assert.Equal(t, 2, ds[0].Attempt)
+
+	close(release)
+	require.NoError(t, wait(f, ran, "Run to return"))
+	assert.Equal(t, uint64(1), w.Stats().Abandoned)
+	assert.Equal(t, uint64(0), w.Stats().Succeeded, "the late result is discarded")
+}
+
+func TestWorkerMiddlewareWrapsInOrder(t *testing.T) {
+	f := newFixture(t)
+	var trace []string
+	mw := func(name string) queue.Middleware {
+		return func(next queue.Handler) queue.Handler {
+			return func(ctx context.Context, d queue.Delivery) error {
+				trace = append(trace, name+">")
+				err := next(ctx, d)
+				trace = append(trace, "<"+name)
+				return err
+			}
+		}
+	}
+	w, ran := f.start(func(context.Context, queue.Delivery) error {
+		trace = append(trace, "handler")
+		return nil
+	}, queue.WorkerOptions{Concurrency: 1, Middleware: []queue.Middleware{mw("outer"), mw("inner")}})
+	_, err := f.q.Enqueue(f.ctx, queue.Message{Body: []byte("x")})
+	require.NoError(t, err)
+	wait(f, f.rec.acked, "the ack")
+	f.stop(w, ran)
+	assert.Equal(t, "outer> inner> handler <inner <outer", strings.Join(trace, " "))
+}
+
+type email struct {
+	To string `json:"to"`
+}
+
+func TestTypedDecodesJSONAndDeadLettersWhatDoesNotDecode(t *testing.T) {
+	f := newFixture(t)
+	emails := queue.Typed[email]{Queue: f.q}
+	got := make(chan email, 1)
+	w, ran := f.start(emails.Handler(func(_ context.Context, e email) error {
+		got <- e
+		return nil
+	}), queue.WorkerOptions{})
+	_, err := emails.Enqueue(f.ctx, email{To: "ada@example.com"}, queue.Message{})
+	require.NoError(t, err)
+	assert.Equal(t, email{To: "ada@example.com"}, wait(f, got, "the decoded value"))
+	_, err = f.q.Enqueue(f.ctx, queue.Message{Body: []byte("{not json")})
+	require.NoError(t, err)
+	lastErr := wait(f, f.rec.dead, "the undecodable message to be dead-lettered")
+	assert.Contains(t, lastErr, "decoding")
+	f.stop(w, ran)
+}
+
+func TestWorkerRunsOnce(t *testing.T) {
+	f := newFixture(t)
+	w, ran := f.start(func(context.Context, queue.Delivery) error { return nil }, queue.WorkerOptions{})
+	f.stop(w, ran)
+	assert.ErrorIs(t, w.Run(context.Background()), queue.ErrWorkerStarted)
+}
+
+func TestWorkerRunEndsWithItsContext(t *testing.T) {
+	f := newFixture(t)
+	w := queue.NewWorker(f.q, func(context.Context, queue.Delivery) error { return nil },
+		queue.WorkerOptions{Clock: f.clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(f.ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(ctx) }()
+	cancel()
+	assert.True(t, errors.Is(wait(f, ran, "Run to return"), context.Canceled))
+}
