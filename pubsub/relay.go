@@ -381,8 +381,7 @@ func (j *joinSub) NextBatch(ctx context.Context, buf []Message) ([]Message, erro
 		default:
 			out, err = j.live.NextBatch(ctx, buf)
 		}
-		var g *GapError
-		if errors.As(err, &g) && g.through != (Position{}) && !j.skipTo.Less(g.through) {
+		if err != nil && j.coveredGap(err) {
 			continue // the feed skipped only what the history gave us
 		}
 		if err != nil || j.caughtUp {
@@ -405,6 +404,13 @@ func (j *joinSub) NextBatch(ctx context.Context, buf []Message) ([]Message, erro
 		}
 		buf = kept
 	}
+}
+
+// coveredGap reports whether err is a relay reset whose lost messages the
+// replay already delivered.
+func (j *joinSub) coveredGap(err error) bool {
+	var g *GapError
+	return errors.As(err, &g) && g.through != (Position{}) && !j.skipTo.Less(g.through)
 }
 
 // meetLive drops from the live subscription, without waiting, what the
