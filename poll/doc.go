@@ -22,6 +22,11 @@
 //     once. The Store (in memory, or PostgreSQL through package pgstore) and
 //     the pubsub Broker that carries finish and cancel notifications can be
 //     shared, so that any node answers for any job.
+//   - Define and SubmitKind run work by name; with JobsOptions.Queue the
+//     job travels through a queue (package queue) and QueueHandler runs it
+//     on whichever node's queue.Worker takes it, so the work survives the
+//     node that accepted it, and a worker stopped mid-job leaves it to be
+//     run again by the next.
 //   - NewJobsHandler is the HTTP face of Jobs: POST to start, GET to poll
 //     (or ?wait= to long-poll the job), 303 to the result, DELETE to cancel.
 //   - NewLongPoll serves GET ?cursor=&wait=&max= over any pubsub

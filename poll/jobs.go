@@ -12,6 +12,7 @@ import (
 	"github.com/switchboard-go/switchboard/internal/clock"
 	"github.com/switchboard-go/switchboard/internal/ids"
 	"github.com/switchboard-go/switchboard/pubsub"
+	"github.com/switchboard-go/switchboard/queue"
 )
 
 // Status is where a job is in its life.
@@ -109,9 +110,13 @@ type JobsOptions struct {
 	// Topic prefixes the notification subjects: Topic+".done.<id>" and
 	// Topic+".cancel.<id>". Default DefaultTopic.
 	Topic string
-	// Runner decides where work runs. Default NewLocalRunner(Limit,
-	// MaxPending). Shutdown shuts it down.
+	// Runner decides where work submitted with Submit runs. Default
+	// NewLocalRunner(Limit, MaxPending). Shutdown shuts it down.
 	Runner Runner
+	// Queue, if set, is where SubmitKind sends work, so that a queue.Worker
+	// on any node runs it (see QueueHandler). Nil: SubmitKind runs defined
+	// kinds on the Runner.
+	Queue *queue.Queue
 	// Limit bounds the jobs the default runner runs at once; beyond it they
 	// wait as Pending. Default DefaultLimit. Ignored with a Runner.
 	Limit int
@@ -155,6 +160,8 @@ type Jobs struct {
 
 	mu      sync.Mutex
 	running map[string]context.CancelFunc // work running on this node; guarded by mu
+	kinds   map[string]KindWork           // work by name, for SubmitKind and QueueHandler; guarded by mu
+	queue   *queue.Queue
 }
 
 // NewJobs returns ready Jobs. Call Shutdown when done.
@@ -182,6 +189,7 @@ func NewJobs(opts *JobsOptions) *Jobs {
 		store: o.Store, broker: o.Broker, topic: o.Topic, runner: o.Runner,
 		ttl: o.TTL, maxRes: o.MaxResultSize, clock: clock.Or(o.Clock),
 		running: make(map[string]context.CancelFunc),
+		kinds:   make(map[string]KindWork), queue: o.Queue,
 	}
 	if j.store == nil {
 		j.store = NewMemoryStore(0)
@@ -234,7 +242,7 @@ func (j *Jobs) Submit(ctx context.Context, w Work) (Job, error) {
 		return Job{}, err
 	}
 	id := job.ID
-	if err := j.runner.Start(id, func(ctx context.Context) { j.execute(ctx, id, w) }); err != nil {
+	if err := j.runner.Start(id, func(ctx context.Context) { _ = j.execute(ctx, id, w, false) }); err != nil {
 		_ = j.store.Delete(context.WithoutCancel(ctx), id)
 		return Job{}, err
 	}
@@ -350,22 +358,31 @@ func (j *Jobs) cancelLocal(id string) {
 }
 
 // execute runs one job's work on this node and records its outcome. ctx
-// is the runner's: it ends on Shutdown.
-func (j *Jobs) execute(ctx context.Context, id string, w Work) {
+// is the runner's: it ends on Shutdown. From a queue (requeue), a job that
+// a crashed or stopped worker left Running is run again, and a shutdown
+// returns ctx's error without recording anything, so the queue hands the
+// job to another worker.
+func (j *Jobs) execute(ctx context.Context, id string, w Work, requeue bool) error {
 	store := context.WithoutCancel(ctx)
 	if ctx.Err() != nil { // shut down before it started
+		if requeue {
+			return ctx.Err()
+		}
 		j.record(store, id, Failed, nil, ErrShutdown.Error())
-		return
+		return nil
 	}
 	if _, err := j.store.Update(store, id, func(job *Job) error {
-		if job.Status != Pending {
-			return errUnchanged // canceled while pending
+		if job.Status != Pending && (!requeue || job.Status != Running) {
+			return errUnchanged // canceled while pending, or already done
 		}
 		job.Status = Running
 		job.Updated = j.clock.Now()
 		return nil
 	}); err != nil {
-		return
+		if requeue && !errors.Is(err, errUnchanged) && !errors.Is(err, ErrNotFound) {
+			return err // the store is unreachable: let the queue retry
+		}
+		return nil
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -379,7 +396,7 @@ func (j *Jobs) execute(ctx context.Context, id string, w Work) {
 	}()
 	// A cancel that came between the update and the registration.
 	if job, err := j.store.Get(store, id); err == nil && job.Status.Done() {
-		return
+		return nil
 	}
 
 	report := func(progress float64, message string) {
@@ -395,6 +412,8 @@ func (j *Jobs) execute(ctx context.Context, id string, w Work) {
 	}
 	res, err := run(wctx, w, report)
 	switch {
+	case ctx.Err() != nil && requeue:
+		return ctx.Err()
 	case ctx.Err() != nil:
 		j.record(store, id, Failed, nil, ErrShutdown.Error())
 	case wctx.Err() != nil:
@@ -412,6 +431,7 @@ func (j *Jobs) execute(ctx context.Context, id string, w Work) {
 			j.record(store, id, Succeeded, data, "")
 		}
 	}
+	return nil
 }
 
 // run calls w, turning a panic into an error.

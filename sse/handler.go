@@ -211,11 +211,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.streams.Done()
 	}()
 
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	stop := context.AfterFunc(h.base, cancel)
-	defer stop()
-
+	ctx := r.Context()
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
 		last = r.URL.Query().Get("lastEventId")
@@ -240,6 +236,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sub.Close()
+	// Shutdown and the lifetime end the stream by closing its subscription
+	// (Next then returns ErrClosed): no context of the stream's own, which
+	// an idle stream would otherwise hold.
+	stop := context.AfterFunc(h.base, func() { sub.Close() })
+	defer stop()
 
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -259,7 +260,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.cfg.maxLifetime > 0 {
 		life := h.cfg.maxLifetime - time.Duration(rand.Int64N(int64(h.cfg.maxLifetime/4)+1))
-		t := h.clock.AfterFunc(life, cancel)
+		t := h.clock.AfterFunc(life, func() { sub.Close() })
 		defer t.Stop()
 	}
 	s.run(ctx)
@@ -281,6 +282,16 @@ type stream struct {
 // batches lends streams a buffer for the backlog they drain, only while
 // they write, so an idle stream holds none.
 var batches = sync.Pool{New: func() any { b := make([]pubsub.Message, 0, 128); return &b }}
+
+// outs lends streams the buffer they write a batch from.
+var outs = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+// Bounds of the write path: a stream takes at most maxBatchBytes of its
+// backlog for one write, and buffers larger than maxPooledOut are not kept.
+const (
+	maxBatchBytes = 128 << 10
+	maxPooledOut  = 256 << 10
+)
 
 // drained is an ended context: NextBatch with it takes the backlog without
 // waiting.
@@ -327,20 +338,42 @@ func (s *stream) run(ctx context.Context) {
 			// ErrClosed: the broker is gone.
 			return
 		}
-		if s.write(s.encode(&m)) != nil {
-			return
-		}
+		// The event and the backlog behind it, in one buffer: one Write
+		// (which net/http passes through its buffers in one piece), one
+		// write deadline, one flush.
 		bp := batches.Get().(*[]pubsub.Message)
-		more, _ := s.sub.NextBatch(drained, (*bp)[:0])
-		var werr error
-		for i := range more {
-			if werr == nil {
-				werr = s.write(s.encode(&more[i]))
+		more := append((*bp)[:0], m) // &m would move m to the heap
+		m = pubsub.Message{}
+		op := outs.Get().(*[]byte)
+		out := (*op)[:0]
+		for {
+			for i := range more {
+				out = append(out, s.encode(&more[i])...)
+				more[i] = pubsub.Message{}
 			}
-			more[i] = pubsub.Message{}
+			if len(out) >= maxBatchBytes {
+				break
+			}
+			var derr error
+			more, derr = s.sub.NextBatch(drained, more[:0])
+			if errors.Is(derr, pubsub.ErrGap) {
+				// Reported once: it must reach the client in its place.
+				var g *pubsub.GapError
+				errors.As(derr, &g)
+				out = appendGap(out, g)
+				continue
+			}
+			if len(more) == 0 {
+				break // nothing waiting, or the subscription ended: Next says which
+			}
 		}
 		*bp = more[:0]
 		batches.Put(bp)
+		werr := s.write(out)
+		if cap(out) <= maxPooledOut {
+			*op = out[:0]
+			outs.Put(op)
+		}
 		if werr != nil || s.flush() != nil {
 			return
 		}
