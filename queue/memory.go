@@ -3,10 +3,13 @@ package queue
 import (
 	"container/heap"
 	"context"
+	"math/bits"
+	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-go/switchboard/internal/clock"
@@ -59,13 +62,23 @@ type MemoryOptions struct {
 // restart or be shared between machines, use a durable backend (pgqueue,
 // redisqueue, natsqueue) through the same Backend interface.
 //
-// Each queue keeps its visible messages in a heap ordered by priority then
-// enqueue order, and its delayed and leased messages in a second heap
-// ordered by when they become visible; a receive moves the due ones across
-// and pops, so every operation is O(log n) in the queue's size. Waiting
-// receivers sleep on their own channel and are woken one per message made
-// visible; one timer per queue, armed only while receivers wait, wakes them
-// when a delay or a lease ends.
+// Each queue keeps its messages in a slot table, and a receipt names the
+// slot and the lease's token, so that Ack, Nack, Extend and DeadLetter find
+// their message without a lookup by id. Visible messages wait in one
+// first-in-first-out ring per priority, where an enqueue appends and a
+// receive takes from the highest non-empty priority, both in O(1); a
+// message that becomes visible again (nacked, its lease passed, its delay
+// due) keeps its place in line, so it waits in a heap ordered by priority
+// then enqueue order, and a receive takes the better of the two heads.
+// Delayed and leased messages wait in a heap ordered by when they become
+// visible, which a receive checks first. Waiting receivers sleep on their
+// own channel and are woken first come first, as many as the messages made
+// visible need (each counts for its Max); one timer per queue, armed only
+// while receivers wait, wakes them when a delay or a lease ends.
+//
+// Memory a queue keeps beyond its messages: the slot table grows to the
+// queue's largest depth (16 bytes a slot) and is given back when the queue
+// empties; the rings shrink as they drain.
 //
 // All methods are safe for concurrent use.
 type Memory struct {
@@ -73,10 +86,20 @@ type Memory struct {
 	clock clock.Clock
 	ids   ids.Generator
 	done  chan struct{} // closed by Close
+	// token is the last lease token handed out. Tokens are unique across
+	// the backend's queues, and start at random so that a receipt of an
+	// earlier backend (before a restart) does not hold a message of this one.
+	token atomic.Uint64
 
-	mu     sync.RWMutex
-	closed bool                 // guarded by mu
-	queues map[string]*memQueue // guarded by mu
+	// entries recycles the entries of acked messages, which nothing
+	// references once acked.
+	entries sync.Pool
+
+	closed atomic.Bool // set once, under mu
+	queues sync.Map    // name → *memQueue; stored under mu
+
+	mu      sync.Mutex
+	nqueues int // guarded by mu
 }
 
 var _ Backend = (*Memory)(nil)
@@ -101,62 +124,61 @@ func NewMemory(opts MemoryOptions) *Memory {
 	if opts.MaxMessageSize <= 0 {
 		opts.MaxMessageSize = DefaultMaxMessageSize
 	}
-	return &Memory{
-		cfg:    opts,
-		clock:  clock.Or(opts.Clock),
-		done:   make(chan struct{}),
-		queues: make(map[string]*memQueue),
+	m := &Memory{
+		cfg:   opts,
+		clock: clock.Or(opts.Clock),
+		done:  make(chan struct{}),
 	}
+	m.token.Store(rand.Uint64())
+	return m
 }
 
 // Close ends every waiting Receive with ErrClosed and makes every later
 // call fail with ErrClosed. The messages are gone.
 func (m *Memory) Close() error {
 	m.mu.Lock()
-	if m.closed {
+	if m.closed.Load() {
 		m.mu.Unlock()
 		return nil
 	}
-	m.closed = true
+	m.closed.Store(true)
 	close(m.done)
-	qs := m.queues
 	m.mu.Unlock()
-	for _, q := range qs {
+	m.queues.Range(func(_, v any) bool {
+		q := v.(*memQueue)
 		q.mu.Lock()
 		q.closed = true
 		if q.timer != nil {
 			q.timer.Stop()
 		}
 		q.mu.Unlock()
-	}
+		return true
+	})
 	return nil
 }
 
 // queue returns the named queue, creating it on first use.
 func (m *Memory) queue(name string) (*memQueue, error) {
-	m.mu.RLock()
-	q, ok := m.queues[name]
-	closed := m.closed
-	m.mu.RUnlock()
-	if closed {
+	if m.closed.Load() {
 		return nil, ErrClosed
 	}
-	if ok {
-		return q, nil
+	if v, ok := m.queues.Load(name); ok {
+		return v.(*memQueue), nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	if m.closed.Load() {
 		return nil, ErrClosed
 	}
-	if q, ok := m.queues[name]; ok {
-		return q, nil
+	if v, ok := m.queues.Load(name); ok {
+		return v.(*memQueue), nil
 	}
-	if len(m.queues) >= m.cfg.MaxQueues {
+	if m.nqueues >= m.cfg.MaxQueues {
 		return nil, ErrTooManyQueues
 	}
-	q = &memQueue{m: m, byID: make(map[string]*entry), deadByID: make(map[string]*entry), dedup: make(map[string]dedupRec)}
-	m.queues[name] = q
+	q := &memQueue{m: m, deadByID: make(map[string]*entry), dedup: make(map[string]dedupRec)}
+	m.queues.Store(name, q)
+	m.nqueues++
 	return q, nil
 }
 
@@ -183,7 +205,8 @@ type entry struct {
 	state      uint8
 	at         time.Time // delayed or leased: when it becomes visible
 	token      uint64    // the lease's token; part of the receipt
-	index      int       // position in ready or timed heap
+	slot       int       // position in the slot table while ready, delayed or leased
+	index      int       // position in the later or timed heap
 	deadSeq    uint64
 	deadAt     time.Time
 }
@@ -193,19 +216,41 @@ type dedupRec struct {
 	expires time.Time
 }
 
+// levels is the number of priorities, each with its own ring.
+const levels = MaxPriority - MinPriority + 1
+
+// fifoRec is an entry's place in enqueue order: the entry in slot, if its
+// seq is still seq (otherwise the entry left the queue).
+type fifoRec struct {
+	slot int
+	seq  uint64
+}
+
 type memQueue struct {
 	m *Memory
 
-	mu       sync.Mutex
-	closed   bool              // guarded by mu
-	paused   bool              // guarded by mu
-	seq      uint64            // guarded by mu
-	token    uint64            // last lease token; guarded by mu
-	ready    readyHeap         // guarded by mu
+	mu     sync.Mutex
+	closed bool   // guarded by mu
+	paused bool   // guarded by mu
+	seq    uint64 // guarded by mu
+
+	// slots holds the ready, delayed and leased entries, each at its slot;
+	// free lists the empty slots below len(slots). Guarded by mu.
+	slots []*entry
+	free  []int
+	live  int // entries in slots; guarded by mu
+
+	// Visible messages: fresh[p] holds, in enqueue order, those of priority
+	// MinPriority+p never made visible again; later holds the rest. bits
+	// has bit p set while fresh[p] is not empty. Guarded by mu.
+	fresh   [levels]ring[*entry]
+	bits    uint32
+	later   laterHeap
+	visible int // in fresh and later; guarded by mu
+
 	timed    timedHeap         // delayed and leased; guarded by mu
-	byID     map[string]*entry // ready, delayed and leased; guarded by mu
 	leased   int               // guarded by mu
-	fifo     []*entry          // live entries in queuedAt order, plus gone ones not yet skipped; guarded by mu
+	fifo     ring[fifoRec]     // live entries in queuedAt order, plus departed ones not yet skipped; guarded by mu
 	dead     []*entry          // in deadSeq order; guarded by mu
 	deadByID map[string]*entry // guarded by mu
 	deadSeq  uint64            // guarded by mu
@@ -223,9 +268,13 @@ type dedupKey struct {
 	expires time.Time
 }
 
-// waiter is one Receive waiting for a message. ch (buffered 1) gets a value
-// when the waiter is woken; a woken waiter has been removed from the list.
-type waiter struct{ ch chan struct{} }
+// waiter is one Receive waiting for up to max messages. ch (buffered 1)
+// gets a value when the waiter is woken; a woken waiter has been removed
+// from the list.
+type waiter struct {
+	ch  chan struct{}
+	max int
+}
 
 func messageSize(msg Message) int {
 	n := len(msg.Body)
@@ -247,7 +296,9 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 		return nil, err
 	}
 	res := make([]EnqueueResult, len(msgs))
-	idbuf := make([]byte, 0, ids.Len*len(msgs))
+	// Ids for the whole batch in one string, sliced per message.
+	var idb strings.Builder
+	idb.Grow(ids.Len * len(msgs))
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
@@ -255,14 +306,14 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 	}
 	now := m.clock.Now()
 	q.expireDedup(now)
-	if len(q.byID)+len(msgs) > m.cfg.MaxDepth {
+	if q.live+len(msgs) > m.cfg.MaxDepth {
 		return nil, ErrQueueFull
 	}
-	// Ids for the whole batch in one string, sliced per message.
+	var buf [ids.Len]byte
 	for range msgs {
-		idbuf = m.ids.AppendID(idbuf, now)
+		idb.Write(m.ids.AppendID(buf[:0], now))
 	}
-	all := string(idbuf)
+	all := idb.String()
 	var batchKeys map[string]string // dedup keys first seen in this batch
 	woken := 0
 	for i, msg := range msgs {
@@ -283,19 +334,22 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 		}
 		res[i] = EnqueueResult{ID: id}
 		q.seq++
-		e := &entry{id: id, body: msg.Body, header: msg.Header, priority: msg.Priority, seq: q.seq, enqueuedAt: now, queuedAt: now}
-		q.byID[id] = e
-		q.fifo = append(q.fifo, e)
+		e, _ := m.entries.Get().(*entry)
+		if e == nil {
+			e = new(entry)
+		}
+		*e = entry{id: id, body: msg.Body, header: msg.Header, priority: msg.Priority, seq: q.seq, enqueuedAt: now, queuedAt: now}
+		q.place(e)
 		at := msg.RunAt
 		if msg.Delay > 0 {
 			at = now.Add(msg.Delay)
 		}
 		if at.After(now) {
 			e.state, e.at = stateDelayed, at
-			heap.Push(&q.timed, e)
+			q.timed.push(e)
 		} else {
 			e.state = stateReady
-			heap.Push(&q.ready, e)
+			q.pushFresh(e)
 			woken++
 		}
 	}
@@ -305,6 +359,99 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 	q.wake(woken)
 	q.armTimer(now)
 	return res, nil
+}
+
+// place puts e, with its seq set, in a free slot. q.mu is held.
+func (q *memQueue) place(e *entry) {
+	if n := len(q.free); n > 0 {
+		e.slot = q.free[n-1]
+		q.free = q.free[:n-1]
+	} else {
+		e.slot = len(q.slots)
+		q.slots = append(q.slots, nil)
+	}
+	q.slots[e.slot] = e
+	q.live++
+	q.fifo.push(fifoRec{slot: e.slot, seq: e.seq})
+}
+
+// forget drops a message that left the queue (acked or dead) from the slot
+// table. q.mu is held.
+func (q *memQueue) forget(e *entry) {
+	q.slots[e.slot] = nil
+	e.state = stateGone
+	q.live--
+	if q.live == 0 {
+		// Empty: every slot and every fifo record is free. Start afresh,
+		// giving back a table that grew large. Receipts of the old slots
+		// stay stale: their tokens are never handed out again.
+		if cap(q.slots) > 4096 {
+			q.slots, q.free = nil, nil
+		} else {
+			q.slots, q.free = q.slots[:0], q.free[:0]
+		}
+		q.fifo.clear()
+		return
+	}
+	q.free = append(q.free, e.slot)
+	// Skip departed entries at the head of fifo; compact when departed
+	// ones elsewhere make it more than twice the live count.
+	for q.fifo.len() > 0 && !q.isLive(q.fifo.peek()) {
+		q.fifo.pop()
+	}
+	if q.fifo.len() > 2*q.live+1024 {
+		var kept ring[fifoRec]
+		for i := range q.fifo.len() {
+			if r := q.fifo.at(i); q.isLive(r) {
+				kept.push(r)
+			}
+		}
+		q.fifo = kept
+	}
+}
+
+func (q *memQueue) isLive(r fifoRec) bool {
+	return r.slot < len(q.slots) && q.slots[r.slot] != nil && q.slots[r.slot].seq == r.seq
+}
+
+// pushFresh makes visible an entry whose seq is the queue's newest. q.mu is
+// held.
+func (q *memQueue) pushFresh(e *entry) {
+	if p := e.priority - MinPriority; 0 <= p && p < levels {
+		q.fresh[p].push(e)
+		q.bits |= 1 << p
+	} else { // out of the documented range: only a direct backend call sends one
+		heap.Push(&q.later, e)
+	}
+	q.visible++
+}
+
+// pushLater makes an entry visible again, in its place in line. q.mu is
+// held.
+func (q *memQueue) pushLater(e *entry) {
+	e.state = stateReady
+	heap.Push(&q.later, e)
+	q.visible++
+}
+
+// popVisible takes the first visible entry: highest priority, then lowest
+// seq. q.visible > 0 and q.mu is held.
+func (q *memQueue) popVisible() *entry {
+	var e *entry
+	p := -1
+	if q.bits != 0 {
+		p = bits.Len32(q.bits) - 1
+		e = q.fresh[p].peek()
+	}
+	q.visible--
+	if len(q.later) > 0 && (e == nil || visibleBefore(q.later[0], e)) {
+		return heap.Pop(&q.later).(*entry)
+	}
+	q.fresh[p].pop()
+	if q.fresh[p].len() == 0 {
+		q.bits &^= 1 << p
+	}
+	return e
 }
 
 func (q *memQueue) rememberKey(key, id string, now time.Time) {
@@ -336,25 +483,27 @@ func (q *memQueue) expireDedup(now time.Time) {
 func (q *memQueue) promote(now time.Time) int {
 	n := 0
 	for len(q.timed) > 0 && !q.timed[0].at.After(now) {
-		e := heap.Pop(&q.timed).(*entry)
+		e := q.timed.pop()
 		if e.state == stateLeased {
 			q.leased--
 		}
-		e.state = stateReady
-		heap.Push(&q.ready, e)
+		q.pushLater(e)
 		n++
 	}
 	return n
 }
 
-// wake wakes up to n waiting receivers, first come first.
+// wake wakes waiting receivers, first come first, for n messages made
+// visible: as many as take n between them (a receiver counts for its Max),
+// so that a batch does not wake every receiver to find most of them
+// nothing. A woken receiver that leaves messages visible wakes the next.
 func (q *memQueue) wake(n int) {
 	for n > 0 && len(q.waiters) > 0 {
 		w := q.waiters[0]
 		q.waiters[0] = nil
 		q.waiters = q.waiters[1:]
 		w.ch <- struct{}{}
-		n--
+		n -= w.max
 	}
 }
 
@@ -386,7 +535,7 @@ func (q *memQueue) onTimer() {
 	now := q.m.clock.Now()
 	q.promote(now)
 	if !q.paused {
-		q.wake(len(q.ready))
+		q.wake(q.visible)
 	}
 	q.armTimer(now)
 }
@@ -423,10 +572,10 @@ func (m *Memory) Receive(ctx context.Context, name string, opts ReceiveOptions) 
 		}
 		now := m.clock.Now()
 		q.promote(now)
-		if !q.paused && len(q.ready) > 0 {
+		if !q.paused && q.visible > 0 {
 			ds := q.take(now, opts)
-			if len(q.ready) > 0 {
-				q.wake(len(q.ready))
+			if q.visible > 0 {
+				q.wake(q.visible)
 			}
 			q.armTimer(now)
 			q.mu.Unlock()
@@ -446,7 +595,7 @@ func (m *Memory) Receive(ctx context.Context, name string, opts ReceiveOptions) 
 			return nil, nil
 		}
 		if w == nil {
-			w = &waiter{ch: make(chan struct{}, 1)}
+			w = &waiter{ch: make(chan struct{}, 1), max: max(opts.Max, 1)}
 		}
 		q.waiters = append(q.waiters, w)
 		q.armTimer(now)
@@ -472,7 +621,7 @@ func (m *Memory) Receive(ctx context.Context, name string, opts ReceiveOptions) 
 			// message is left with a receiver asleep.
 			<-w.ch
 			if !q.paused {
-				q.wake(len(q.ready))
+				q.wake(q.visible)
 			}
 		}
 		q.mu.Unlock()
@@ -483,57 +632,114 @@ func (m *Memory) Receive(ctx context.Context, name string, opts ReceiveOptions) 
 	}
 }
 
-// take leases up to opts.Max ready messages. q.mu is held.
+// take leases up to opts.Max visible messages. q.mu is held.
 func (q *memQueue) take(now time.Time, opts ReceiveOptions) []Delivery {
-	n := min(opts.Max, len(q.ready))
+	n := min(opts.Max, q.visible)
 	ds := make([]Delivery, n)
 	until := now.Add(opts.Lease)
+	// This batch's tokens are first+1 .. first+n; its receipts are one
+	// string, sliced per delivery.
+	first := q.m.token.Add(uint64(n)) - uint64(n)
+	var rb strings.Builder
+	rb.Grow(receiptLen * n)
+	var buf [receiptLen]byte
 	for i := range ds {
-		e := heap.Pop(&q.ready).(*entry)
+		e := q.popVisible()
 		e.attempts++
 		if e.attempts > 1 {
 			q.retried++
 		}
-		q.token++
-		e.token = q.token
+		e.token = first + uint64(i) + 1
 		e.state, e.at = stateLeased, until
 		q.leased++
-		heap.Push(&q.timed, e)
+		q.timed.push(e)
+		rb.Write(appendReceipt(buf[:0], e.token, e.slot))
 		ds[i] = Delivery{
 			ID: e.id, Body: e.body, Header: e.header, Priority: e.priority,
 			Attempt: e.attempts, EnqueuedAt: e.enqueuedAt, LastError: e.lastErr,
-			Receipt: makeReceipt(e.token, e.id),
 		}
+	}
+	all := rb.String()
+	for i := range ds {
+		ds[i].Receipt = Receipt(all[i*receiptLen : (i+1)*receiptLen])
 	}
 	return ds
 }
 
-// A memory receipt is "<token in base 36>.<id>": the id finds the entry,
-// the token proves the lease is the current one.
-func makeReceipt(token uint64, id string) Receipt {
-	var buf [13 + 1 + ids.Len]byte
-	b := strconv.AppendUint(buf[:0], token, 36)
-	b = append(b, '.')
-	b = append(b, id...)
-	return Receipt(b)
+// A memory receipt is "<token>.<slot>", both in base 32, written with 13
+// and 7 digits so that every receipt has the same length: the slot finds
+// the entry; the token, unique across the backend and never handed out
+// twice, proves that the lease is the current one.
+const (
+	tokenDigits = 13 // 5*13 bits > 64
+	slotDigits  = 7  // 2^35 slots
+	receiptLen  = tokenDigits + 1 + slotDigits
+)
+
+const base32 = "0123456789abcdefghijklmnopqrstuv" // strconv's digits for base 32
+
+func appendReceipt(b []byte, token uint64, slot int) []byte {
+	var buf [receiptLen]byte
+	for i := tokenDigits - 1; i >= 0; i-- {
+		buf[i] = base32[token&31]
+		token >>= 5
+	}
+	buf[tokenDigits] = '.'
+	s := uint64(slot)
+	for i := receiptLen - 1; i > tokenDigits; i-- {
+		buf[i] = base32[s&31]
+		s >>= 5
+	}
+	return append(b, buf[:]...)
 }
 
-func parseReceipt(r Receipt) (uint64, string, error) {
-	tok, id, ok := strings.Cut(string(r), ".")
-	if !ok || id == "" {
-		return 0, "", invalid("receipt", "not a receipt of this backend")
+// parseReceipt reads a receipt: digits of any width in base 32, either
+// case, so that a receipt stays readable if the widths ever change. A slot
+// that does not parse names no slot (-1): the receipt is stale.
+func parseReceipt(r Receipt) (token uint64, slot int, err error) {
+	tok, s, ok := strings.Cut(string(r), ".")
+	token, tokOK := parseBase32(tok)
+	if !ok || s == "" || !tokOK {
+		return 0, 0, invalid("receipt", "not a receipt of this backend")
 	}
-	n, err := strconv.ParseUint(tok, 36, 64)
-	if err != nil {
-		return 0, "", invalid("receipt", "not a receipt of this backend")
+	n, ok := parseBase32(s)
+	if !ok || n > 1<<40 {
+		return token, -1, nil
 	}
-	return n, id, nil
+	return token, int(n), nil
+}
+
+// parseBase32 reads 1 to 13 base-32 digits of a value below 2^64.
+func parseBase32(s string) (uint64, bool) {
+	if s == "" || len(s) > tokenDigits {
+		return 0, false
+	}
+	var v uint64
+	for i := range len(s) {
+		c := s[i]
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'a' <= c && c <= 'v':
+			d = c - 'a' + 10
+		case 'A' <= c && c <= 'V':
+			d = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		if v>>59 != 0 {
+			return 0, false
+		}
+		v = v<<5 | uint64(d)
+	}
+	return v, true
 }
 
 // leased finds the entry a receipt holds, with q.mu held, or fails with
 // ErrStaleReceipt.
 func (m *Memory) leased(name string, r Receipt) (*memQueue, *entry, time.Time, error) {
-	token, id, err := parseReceipt(r)
+	token, slot, err := parseReceipt(r)
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}
@@ -547,7 +753,10 @@ func (m *Memory) leased(name string, r Receipt) (*memQueue, *entry, time.Time, e
 		return nil, nil, time.Time{}, ErrClosed
 	}
 	now := m.clock.Now()
-	e := q.byID[id]
+	var e *entry
+	if 0 <= slot && slot < len(q.slots) {
+		e = q.slots[slot]
+	}
 	if e == nil || e.state != stateLeased || e.token != token || !now.Before(e.at) {
 		q.mu.Unlock()
 		return nil, nil, time.Time{}, ErrStaleReceipt
@@ -562,7 +771,7 @@ func (m *Memory) Extend(_ context.Context, name string, r Receipt, lease time.Du
 		return err
 	}
 	e.at = now.Add(lease)
-	heap.Fix(&q.timed, e.index)
+	q.timed.fix(e.index)
 	q.mu.Unlock()
 	return nil
 }
@@ -573,35 +782,14 @@ func (m *Memory) Ack(_ context.Context, name string, r Receipt) error {
 	if err != nil {
 		return err
 	}
-	heap.Remove(&q.timed, e.index)
+	q.timed.remove(e.index)
 	q.leased--
 	q.processed++
 	q.forget(e)
 	q.mu.Unlock()
+	*e = entry{} // let go of the body and header
+	m.entries.Put(e)
 	return nil
-}
-
-// forget drops a message that left the queue (acked or dead). q.mu is held.
-func (q *memQueue) forget(e *entry) {
-	delete(q.byID, e.id)
-	e.state = stateGone
-	// Skip gone entries at the head of fifo; compact when gone ones
-	// elsewhere make it more than twice the live count.
-	i := 0
-	for i < len(q.fifo) && q.fifo[i].state == stateGone {
-		q.fifo[i] = nil
-		i++
-	}
-	q.fifo = q.fifo[i:]
-	if len(q.fifo) > 2*len(q.byID)+1024 {
-		live := make([]*entry, 0, 2*len(q.byID)+16)
-		for _, x := range q.fifo {
-			if x.state != stateGone {
-				live = append(live, x)
-			}
-		}
-		q.fifo = live
-	}
 }
 
 // Nack implements Backend.
@@ -616,16 +804,15 @@ func (m *Memory) Nack(_ context.Context, name string, r Receipt, delay time.Dura
 	e.lastErr = lastErr
 	e.token = 0
 	if delay <= 0 {
-		heap.Remove(&q.timed, e.index)
-		e.state = stateReady
-		heap.Push(&q.ready, e)
+		q.timed.remove(e.index)
+		q.pushLater(e)
 		if !q.paused {
 			q.wake(1)
 		}
 		return nil
 	}
 	e.state, e.at = stateDelayed, now.Add(delay)
-	heap.Fix(&q.timed, e.index)
+	q.timed.fix(e.index)
 	q.armTimer(now)
 	return nil
 }
@@ -639,7 +826,7 @@ func (m *Memory) DeadLetter(_ context.Context, name string, r Receipt, lastErr s
 	defer q.mu.Unlock()
 	q.failed++
 	q.leased--
-	heap.Remove(&q.timed, e.index)
+	q.timed.remove(e.index)
 	q.forget(e)
 	e.state = stateDead
 	e.lastErr = lastErr
@@ -718,7 +905,7 @@ func (m *Memory) Redrive(_ context.Context, name string, ids []string) (int, err
 		}
 	}
 	var full error
-	if room := m.cfg.MaxDepth - len(q.byID); len(pick) > room {
+	if room := m.cfg.MaxDepth - q.live; len(pick) > room {
 		pick, full = pick[:max(room, 0)], ErrQueueFull
 	}
 	for _, e := range pick {
@@ -731,9 +918,8 @@ func (m *Memory) Redrive(_ context.Context, name string, ids []string) (int, err
 		q.seq++
 		e.seq, e.queuedAt, e.attempts, e.token = q.seq, now, 0, 0
 		e.state = stateReady
-		q.byID[e.id] = e
-		q.fifo = append(q.fifo, e)
-		heap.Push(&q.ready, e)
+		q.place(e)
+		q.pushFresh(e)
 	}
 	if !q.paused {
 		q.wake(len(pick))
@@ -763,7 +949,7 @@ func (m *Memory) Resume(_ context.Context, name string) error {
 	defer q.mu.Unlock()
 	q.paused = false
 	q.promote(m.clock.Now())
-	q.wake(len(q.ready))
+	q.wake(q.visible)
 	return nil
 }
 
@@ -781,40 +967,101 @@ func (m *Memory) Stats(_ context.Context, name string) (Stats, error) {
 	now := m.clock.Now()
 	q.promote(now)
 	s := Stats{
-		Depth: len(q.ready), InFlight: q.leased, Delayed: len(q.timed) - q.leased, Dead: len(q.dead),
+		Depth: q.visible, InFlight: q.leased, Delayed: len(q.timed) - q.leased, Dead: len(q.dead),
 		Processed: q.processed, Failed: q.failed, Retried: q.retried, DeadDropped: q.deadDropped,
 		Paused: q.paused,
 	}
-	for _, e := range q.fifo {
-		if e.state != stateGone {
-			s.OldestAge = max(now.Sub(e.queuedAt), 0)
+	for i := range q.fifo.len() {
+		if r := q.fifo.at(i); q.isLive(r) {
+			s.OldestAge = max(now.Sub(q.slots[r.slot].queuedAt), 0)
 			break
 		}
 	}
 	return s, nil
 }
 
-// readyHeap orders visible messages: higher priority first, then enqueue
-// order.
-type readyHeap []*entry
-
-func (h readyHeap) Len() int { return len(h) }
-func (h readyHeap) Less(i, j int) bool {
-	if h[i].priority != h[j].priority {
-		return h[i].priority > h[j].priority
-	}
-	return h[i].seq < h[j].seq
+// ring is a first-in-first-out buffer that doubles when full and, past
+// ringKeep elements, halves when a quarter full: it holds at most four
+// times what it has held lately, and does not churn on small swings.
+type ring[T any] struct {
+	buf  []T // its length is zero or a power of two
+	head int
+	n    int
 }
-func (h readyHeap) Swap(i, j int) {
+
+const ringKeep = 1024
+
+func (r *ring[T]) len() int { return r.n }
+
+// at returns the i-th element from the head; i < r.len().
+func (r *ring[T]) at(i int) T { return r.buf[(r.head+i)&(len(r.buf)-1)] }
+
+// peek returns the head; r.len() > 0.
+func (r *ring[T]) peek() T { return r.buf[r.head] }
+
+func (r *ring[T]) push(v T) {
+	if r.n == len(r.buf) {
+		r.resize(max(16, 2*len(r.buf)))
+	}
+	r.buf[(r.head+r.n)&(len(r.buf)-1)] = v
+	r.n++
+}
+
+// pop removes and returns the head; r.len() > 0.
+func (r *ring[T]) pop() T {
+	var zero T
+	v := r.buf[r.head]
+	r.buf[r.head] = zero
+	r.head = (r.head + 1) & (len(r.buf) - 1)
+	r.n--
+	if len(r.buf) > ringKeep && r.n <= len(r.buf)/4 {
+		r.resize(len(r.buf) / 2)
+	}
+	return v
+}
+
+func (r *ring[T]) resize(size int) {
+	buf := make([]T, size)
+	for i := range r.n {
+		buf[i] = r.at(i)
+	}
+	r.buf, r.head = buf, 0
+}
+
+// clear empties the ring, giving back a large buffer.
+func (r *ring[T]) clear() {
+	if len(r.buf) > ringKeep {
+		*r = ring[T]{}
+		return
+	}
+	clear(r.buf)
+	r.head, r.n = 0, 0
+}
+
+// visibleBefore reports whether a is delivered before b: higher priority
+// first, then enqueue order.
+func visibleBefore(a, b *entry) bool {
+	if a.priority != b.priority {
+		return a.priority > b.priority
+	}
+	return a.seq < b.seq
+}
+
+// laterHeap orders the visible messages that are not in a fresh ring.
+type laterHeap []*entry
+
+func (h laterHeap) Len() int           { return len(h) }
+func (h laterHeap) Less(i, j int) bool { return visibleBefore(h[i], h[j]) }
+func (h laterHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index, h[j].index = i, j
 }
-func (h *readyHeap) Push(x any) {
+func (h *laterHeap) Push(x any) {
 	e := x.(*entry)
 	e.index = len(*h)
 	*h = append(*h, e)
 }
-func (h *readyHeap) Pop() any {
+func (h *laterHeap) Pop() any {
 	old := *h
 	e := old[len(old)-1]
 	old[len(old)-1] = nil
@@ -823,29 +1070,86 @@ func (h *readyHeap) Pop() any {
 }
 
 // timedHeap orders delayed and leased messages by when they become
-// visible, then enqueue order.
+// visible, then enqueue order. It is written out, rather than through
+// container/heap, because every receive, ack and extension goes through it.
 type timedHeap []*entry
 
-func (h timedHeap) Len() int { return len(h) }
-func (h timedHeap) Less(i, j int) bool {
-	if !h[i].at.Equal(h[j].at) {
-		return h[i].at.Before(h[j].at)
+func timedBefore(a, b *entry) bool {
+	if !a.at.Equal(b.at) {
+		return a.at.Before(b.at)
 	}
-	return h[i].seq < h[j].seq
+	return a.seq < b.seq
 }
-func (h timedHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].index, h[j].index = i, j
-}
-func (h *timedHeap) Push(x any) {
-	e := x.(*entry)
+
+func (h *timedHeap) push(e *entry) {
 	e.index = len(*h)
 	*h = append(*h, e)
+	h.up(e.index)
 }
-func (h *timedHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
+
+// pop removes and returns the first entry; len(*h) > 0.
+func (h *timedHeap) pop() *entry {
+	e := (*h)[0]
+	h.remove(0)
 	return e
+}
+
+// remove removes the entry at i.
+func (h *timedHeap) remove(i int) {
+	s := *h
+	last := len(s) - 1
+	if i != last {
+		s[i] = s[last]
+		s[i].index = i
+	}
+	s[last] = nil
+	*h = s[:last]
+	if i != last {
+		h.fix(i)
+	}
+}
+
+// fix restores the order after the entry at i changed its time.
+func (h timedHeap) fix(i int) {
+	if !h.down(i) {
+		h.up(i)
+	}
+}
+
+func (h timedHeap) up(i int) {
+	e := h[i]
+	for i > 0 {
+		p := (i - 1) / 2
+		if !timedBefore(e, h[p]) {
+			break
+		}
+		h[i] = h[p]
+		h[i].index = i
+		i = p
+	}
+	h[i] = e
+	e.index = i
+}
+
+// down moves the entry at i down to its place and reports whether it moved.
+func (h timedHeap) down(i0 int) bool {
+	i, e := i0, h[i0]
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			break
+		}
+		if r := c + 1; r < len(h) && timedBefore(h[r], h[c]) {
+			c = r
+		}
+		if !timedBefore(h[c], e) {
+			break
+		}
+		h[i] = h[c]
+		h[i].index = i
+		i = c
+	}
+	h[i] = e
+	e.index = i
+	return i > i0
 }

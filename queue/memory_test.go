@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -99,4 +100,207 @@ func TestMemoryWakesOneWaiterPerMessage(t *testing.T) {
 			t.Fatal("a waiter stayed asleep with a message visible")
 		}
 	}
+}
+
+func bodiesOf(ds []queue.Delivery) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = string(d.Body)
+	}
+	return out
+}
+
+// A message made visible again (nacked, its lease passed, its delay due)
+// keeps its place in line: highest priority first, then enqueue order.
+func TestMemoryRequeuedMessagesKeepTheirPlace(t *testing.T) {
+	ctx := context.Background()
+	lease := 30 * time.Second
+	tests := []struct {
+		name  string
+		msgs  []queue.Message
+		act   func(t *testing.T, clk *clock.Fake, m *queue.Memory, first queue.Delivery)
+		after []string // the deliveries after the first message is made visible again
+	}{
+		{"nacked without delay, it goes before later ones", []queue.Message{{Body: []byte("a")}, {Body: []byte("b")}, {Body: []byte("c")}},
+			func(t *testing.T, _ *clock.Fake, m *queue.Memory, d queue.Delivery) {
+				require.NoError(t, m.Nack(ctx, "q", d.Receipt, 0, "again"))
+			}, []string{"a", "b", "c"}},
+		{"its lease passed, it goes before later ones", []queue.Message{{Body: []byte("a")}, {Body: []byte("b")}},
+			func(t *testing.T, clk *clock.Fake, _ *queue.Memory, _ queue.Delivery) {
+				clk.Advance(lease)
+			}, []string{"a", "b"}},
+		{"nacked, it still goes after a higher priority enqueued later", []queue.Message{{Body: []byte("low")}, {Body: []byte("low2")}},
+			func(t *testing.T, _ *clock.Fake, m *queue.Memory, d queue.Delivery) {
+				_, err := m.Enqueue(ctx, "q", []queue.Message{{Body: []byte("high"), Priority: 3}})
+				require.NoError(t, err)
+				require.NoError(t, m.Nack(ctx, "q", d.Receipt, 0, "again"))
+			}, []string{"high", "low", "low2"}},
+		{"due after a delay, it goes before messages enqueued after it", []queue.Message{{Body: []byte("a")}, {Body: []byte("late"), Delay: time.Second}, {Body: []byte("b")}},
+			func(t *testing.T, clk *clock.Fake, m *queue.Memory, d queue.Delivery) {
+				require.NoError(t, m.Ack(ctx, "q", d.Receipt))
+				clk.Advance(time.Second)
+			}, []string{"late", "b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := clock.NewFake(time.Unix(0, 0))
+			m := queue.NewMemory(queue.MemoryOptions{Clock: clk})
+			defer m.Close()
+			_, err := m.Enqueue(ctx, "q", tt.msgs)
+			require.NoError(t, err)
+			first, err := m.Receive(ctx, "q", queue.ReceiveOptions{Max: 1, Lease: lease})
+			require.NoError(t, err)
+			require.Len(t, first, 1)
+			tt.act(t, clk, m, first[0])
+			ds, err := m.Receive(ctx, "q", queue.ReceiveOptions{Max: 10, Lease: lease})
+			require.NoError(t, err)
+			assert.Equal(t, tt.after, bodiesOf(ds))
+		})
+	}
+}
+
+func TestMemoryReceiptsHoldOnlyTheirDelivery(t *testing.T) {
+	ctx := context.Background()
+	lease := queue.ReceiveOptions{Max: 1, Lease: time.Minute}
+	t.Run("a receipt of another queue is stale", func(t *testing.T) {
+		m := queue.NewMemory(queue.MemoryOptions{})
+		defer m.Close()
+		for _, name := range []string{"a", "b"} {
+			_, err := m.Enqueue(ctx, name, []queue.Message{{Body: []byte(name)}})
+			require.NoError(t, err)
+		}
+		da, err := m.Receive(ctx, "a", lease)
+		require.NoError(t, err)
+		db, err := m.Receive(ctx, "b", lease)
+		require.NoError(t, err)
+		assert.ErrorIs(t, m.Ack(ctx, "b", da[0].Receipt), queue.ErrStaleReceipt)
+		assert.NoError(t, m.Ack(ctx, "b", db[0].Receipt))
+		assert.NoError(t, m.Ack(ctx, "a", da[0].Receipt))
+	})
+	t.Run("a receipt of an earlier backend is stale", func(t *testing.T) {
+		var receipts [2]queue.Receipt
+		backends := [2]*queue.Memory{queue.NewMemory(queue.MemoryOptions{}), queue.NewMemory(queue.MemoryOptions{})}
+		for i, m := range backends {
+			defer m.Close()
+			_, err := m.Enqueue(ctx, "q", []queue.Message{{}})
+			require.NoError(t, err)
+			ds, err := m.Receive(ctx, "q", lease)
+			require.NoError(t, err)
+			receipts[i] = ds[0].Receipt
+		}
+		assert.ErrorIs(t, backends[1].Ack(ctx, "q", receipts[0]), queue.ErrStaleReceipt)
+		assert.NoError(t, backends[1].Ack(ctx, "q", receipts[1]))
+	})
+	t.Run("a receipt stays stale when its slot holds a new message", func(t *testing.T) {
+		m := queue.NewMemory(queue.MemoryOptions{})
+		defer m.Close()
+		_, err := m.Enqueue(ctx, "q", []queue.Message{{Body: []byte("old")}})
+		require.NoError(t, err)
+		old, err := m.Receive(ctx, "q", lease)
+		require.NoError(t, err)
+		require.NoError(t, m.Ack(ctx, "q", old[0].Receipt)) // the queue is empty: its table starts afresh
+		_, err = m.Enqueue(ctx, "q", []queue.Message{{Body: []byte("new")}})
+		require.NoError(t, err)
+		cur, err := m.Receive(ctx, "q", lease)
+		require.NoError(t, err)
+		for name, call := range map[string]func() error{
+			"ack":         func() error { return m.Ack(ctx, "q", old[0].Receipt) },
+			"nack":        func() error { return m.Nack(ctx, "q", old[0].Receipt, 0, "") },
+			"extend":      func() error { return m.Extend(ctx, "q", old[0].Receipt, time.Minute) },
+			"dead-letter": func() error { return m.DeadLetter(ctx, "q", old[0].Receipt, "") },
+		} {
+			assert.ErrorIs(t, call(), queue.ErrStaleReceipt, name)
+		}
+		assert.NoError(t, m.Ack(ctx, "q", cur[0].Receipt))
+	})
+	t.Run("malformed receipts are invalid, well-formed unknown ones stale", func(t *testing.T) {
+		m := queue.NewMemory(queue.MemoryOptions{})
+		defer m.Close()
+		for _, r := range []queue.Receipt{"zz", ".1", "1.", "w.1", "\x10.1", "0123456789abcd.1"} {
+			assert.ErrorIs(t, m.Ack(ctx, "q", r), queue.ErrInvalid, "receipt %q", r)
+		}
+		for _, r := range []queue.Receipt{"1.X", "1.0", "V.0", "1.zzzzzzzzzzzzzz"} {
+			assert.ErrorIs(t, m.Ack(ctx, "q", r), queue.ErrStaleReceipt, "receipt %q", r)
+		}
+	})
+}
+
+// Receivers waiting for batches are woken as many as a batch needs, and
+// none is left asleep while a message is visible.
+func TestMemoryWakesBatchReceiversForEveryMessage(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	m := queue.NewMemory(queue.MemoryOptions{Clock: clk})
+	defer m.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const waiters = 3
+	got := make(chan int, waiters)
+	for range waiters {
+		go func() {
+			ds, _ := m.Receive(ctx, "q", queue.ReceiveOptions{Max: 2, Lease: time.Minute, Wait: time.Minute})
+			got <- len(ds)
+		}()
+	}
+	require.NoError(t, clk.BlockUntilTimers(ctx, waiters))
+	_, err := m.Enqueue(ctx, "q", make([]queue.Message, 5))
+	require.NoError(t, err)
+	total := 0
+	for range waiters {
+		select {
+		case n := <-got:
+			total += n
+		case <-ctx.Done():
+			t.Fatalf("a waiter stayed asleep with messages visible (%d taken)", total)
+		}
+	}
+	assert.Equal(t, 5, total)
+}
+
+// Thousands of messages, acked out of order: order, depth and the oldest
+// age hold while the rings and the slot table grow and shrink.
+func TestMemoryManyMessagesAckedOutOfOrder(t *testing.T) {
+	ctx := context.Background()
+	clk := clock.NewFake(time.Unix(0, 0))
+	m := queue.NewMemory(queue.MemoryOptions{Clock: clk})
+	defer m.Close()
+	const n = 5000
+	for i := 0; i < n; i += queue.MaxBatch {
+		msgs := make([]queue.Message, queue.MaxBatch)
+		for j := range msgs {
+			msgs[j] = queue.Message{Body: []byte(strconv.Itoa(i + j))}
+		}
+		_, err := m.Enqueue(ctx, "q", msgs)
+		require.NoError(t, err)
+	}
+	clk.Advance(time.Second)
+	_, err := m.Enqueue(ctx, "q", []queue.Message{{Body: []byte("last")}})
+	require.NoError(t, err)
+	clk.Advance(time.Second)
+
+	var ds []queue.Delivery
+	for len(ds) < n+1 {
+		got, err := m.Receive(ctx, "q", queue.ReceiveOptions{Max: queue.MaxBatch, Lease: time.Hour})
+		require.NoError(t, err)
+		require.NotEmpty(t, got)
+		ds = append(ds, got...)
+	}
+	for i := range n {
+		require.Equal(t, strconv.Itoa(i), string(ds[i].Body), "delivery %d", i)
+	}
+	// Ack the first n from the middle outwards, so that the oldest stays
+	// live until the end.
+	for i := range n {
+		k := n/2 + (i+1)/2*(1-2*(i%2))
+		require.NoError(t, m.Ack(ctx, "q", ds[k].Receipt), "ack %d", k)
+	}
+	st, err := m.Stats(ctx, "q")
+	require.NoError(t, err)
+	assert.Equal(t, 1, st.InFlight)
+	assert.Equal(t, time.Second, st.OldestAge, "only the last message is left")
+	require.NoError(t, m.Ack(ctx, "q", ds[n].Receipt))
+	st, err = m.Stats(ctx, "q")
+	require.NoError(t, err)
+	assert.Zero(t, st.InFlight+st.Depth+st.Delayed)
+	assert.Zero(t, st.OldestAge)
+	assert.Equal(t, uint64(n+1), st.Processed)
 }

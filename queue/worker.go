@@ -101,7 +101,10 @@ type WorkerOptions struct {
 	// Concurrency bounds how many handlers run at once, in [1,
 	// MaxConcurrency]. The worker receives only as many messages as it has
 	// free handlers (prefetch equals free capacity), so no message waits
-	// leased in a local buffer. Zero means DefaultConcurrency (10).
+	// leased in a local buffer: one long-polling receive for all free
+	// handlers, and, while the last receive found more messages than free
+	// handlers, a handler that finishes receives its next message itself
+	// (without waiting). Zero means DefaultConcurrency (10).
 	Concurrency int
 	// Lease is the lease taken on each message, in [MinLease, MaxLease].
 	// While a handler runs, the worker extends it every Lease/3. Zero
@@ -170,6 +173,18 @@ type Worker struct {
 	hardStop context.CancelCauseFunc // guarded by mu
 	done     chan struct{}           // closed when Run returns
 
+	// Handler timeouts share one timer, armed while handlers run for the
+	// earliest of their deadlines (see armTimeouts).
+	tmu      sync.Mutex
+	tarmed   atomic.Bool // the timer is armed; set under tmu
+	timeouts clock.Timer // guarded by tmu
+	tstopped bool        // Run has ended: arm no more; guarded by tmu
+
+	// backlog reports that the last receive filled every free handler, so
+	// that more messages are likely waiting: a handler that finishes then
+	// takes its next message itself (see Run).
+	backlog atomic.Bool
+
 	succeeded, failed, retried, deadLettered, panics, timedOut, leaseLost, abandoned atomic.Uint64
 }
 
@@ -180,6 +195,7 @@ type slot struct {
 	abandoned  bool                    // given back at shutdown; guarded by mu
 	d          Delivery                // guarded by mu
 	leaseUntil time.Time               // guarded by mu
+	deadline   time.Time               // when the call times out; zero when it cannot; guarded by mu
 	cancel     context.CancelCauseFunc // guarded by mu
 }
 
@@ -268,12 +284,30 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	n := w.opts.Concurrency
 	jobs := make(chan Delivery, n)
-	tokens := make(chan struct{}, n) // one per message received and not yet finished
+	tokens := make(chan struct{}, n)  // one per message received and not yet finished
+	bg := context.WithoutCancel(hard) // settles messages whatever happens to hard
 	var handlers sync.WaitGroup
 	for _, s := range w.slots {
 		handlers.Go(func() {
+			// Each handler's contexts descend from one of its own, so that
+			// handlers do not contend on hard to make and end them.
+			parent, cancel := context.WithCancelCause(hard)
+			defer cancel(nil)
 			for d := range jobs {
-				w.handle(hard, s, d)
+				w.handle(parent, bg, s, d)
+				// While messages are waiting, take the next one here
+				// rather than through the receive loop: one receive of one
+				// message, for this handler only, so that prefetch still
+				// equals free capacity, without two goroutine switches
+				// per message. Receiving stops with recvCtx, as the loop's.
+				for w.backlog.Load() && recvCtx.Err() == nil {
+					ds, err := w.q.Receive(recvCtx, ReceiveOptions{Max: 1, Lease: w.opts.Lease})
+					if err != nil || len(ds) == 0 {
+						w.backlog.Store(false) // the loop reports errors and retries
+						break
+					}
+					w.handle(parent, bg, s, ds[0])
+				}
 				<-tokens
 			}
 		})
@@ -293,6 +327,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	handlers.Wait()
 	close(keeperDone)
 	keeper.Wait()
+	w.tmu.Lock()
+	w.tstopped = true
+	if w.timeouts != nil {
+		w.timeouts.Stop()
+	}
+	w.tmu.Unlock()
 	if err == nil && ctx.Err() != nil {
 		w.mu.Lock()
 		graceful := w.stopping
@@ -325,6 +365,7 @@ func (w *Worker) receive(ctx context.Context, jobs chan<- Delivery, tokens chan 
 			}
 		}
 		ds, err := w.q.Receive(ctx, ReceiveOptions{Max: n, Lease: w.opts.Lease, Wait: w.opts.Wait})
+		w.backlog.Store(len(ds) == n)
 		for range n - len(ds) {
 			<-tokens
 		}
@@ -348,32 +389,33 @@ func (w *Worker) receive(ctx context.Context, jobs chan<- Delivery, tokens chan 
 	}
 }
 
-// handle runs the handler on d in slot s and settles the outcome.
-func (w *Worker) handle(hard context.Context, s *slot, d Delivery) {
-	bg := context.WithoutCancel(hard)
+// handle runs the handler on d in slot s and settles the outcome. hard is
+// the handler goroutine's context, ended (with Run's) when the worker
+// stops; bg is for settling, never ended.
+func (w *Worker) handle(hard, bg context.Context, s *slot, d Delivery) {
 	if hard.Err() != nil { // stopping: give it back untouched
 		w.giveBack(bg, d)
 		return
 	}
 	ctx, cancel := context.WithCancelCause(hard)
 	defer cancel(nil)
-	var timer clock.Timer
-	if w.opts.Timeout > 0 {
-		timer = w.clock.AfterFunc(w.opts.Timeout, func() { cancel(ErrHandlerTimeout) })
-	}
+	now := w.clock.Now()
 	s.mu.Lock()
 	s.active, s.abandoned, s.d, s.cancel = true, false, d, cancel
-	s.leaseUntil = w.clock.Now().Add(w.opts.Lease)
+	s.leaseUntil = now.Add(w.opts.Lease)
+	if w.opts.Timeout > 0 {
+		s.deadline = now.Add(w.opts.Timeout)
+	}
 	s.mu.Unlock()
+	if w.opts.Timeout > 0 && !w.tarmed.Load() {
+		w.armTimeouts()
+	}
 
 	err := w.call(ctx, d)
 
-	if timer != nil {
-		timer.Stop()
-	}
 	s.mu.Lock()
 	abandoned := s.abandoned
-	s.active, s.cancel, s.d = false, nil, Delivery{}
+	s.active, s.cancel, s.d, s.deadline = false, nil, Delivery{}, time.Time{}
 	s.mu.Unlock()
 	if abandoned {
 		return // already given back by abandonAll
@@ -393,6 +435,60 @@ func (w *Worker) handle(hard context.Context, s *slot, d Delivery) {
 			err = fmt.Errorf("%w after %v: %w", ErrHandlerTimeout, w.opts.Timeout, err)
 		}
 		w.fail(bg, d, err)
+	}
+}
+
+// armTimeouts arms the timeout timer, which is disarmed, for a handler that
+// has just started: its deadline, Timeout from now, is the latest of all,
+// and checkTimeouts re-arms the timer for the next deadline each time it
+// fires. So the timer costs nothing per message while handlers run back
+// to back.
+func (w *Worker) armTimeouts() {
+	w.tmu.Lock()
+	defer w.tmu.Unlock()
+	if w.tarmed.Load() || w.tstopped {
+		return
+	}
+	w.tarmed.Store(true)
+	if w.timeouts == nil {
+		w.timeouts = w.clock.AfterFunc(w.opts.Timeout, w.checkTimeouts)
+	} else {
+		w.timeouts.Reset(w.opts.Timeout)
+	}
+}
+
+// checkTimeouts runs when the timeout timer fires: it ends the context of
+// every handler past its deadline with cause ErrHandlerTimeout, and arms
+// the timer again for the earliest deadline still to come.
+func (w *Worker) checkTimeouts() {
+	w.tmu.Lock()
+	defer w.tmu.Unlock()
+	if w.tstopped {
+		return
+	}
+	// Disarmed before the slots are read: a handler that starts while they
+	// are read, and is missed, finds the timer disarmed and arms it.
+	w.tarmed.Store(false)
+	now := w.clock.Now()
+	var next time.Time
+	for _, s := range w.slots {
+		var cancel context.CancelCauseFunc
+		s.mu.Lock()
+		switch {
+		case !s.active || s.deadline.IsZero():
+		case !now.Before(s.deadline):
+			cancel, s.deadline = s.cancel, time.Time{}
+		case next.IsZero() || s.deadline.Before(next):
+			next = s.deadline
+		}
+		s.mu.Unlock()
+		if cancel != nil {
+			cancel(ErrHandlerTimeout)
+		}
+	}
+	if !next.IsZero() {
+		w.tarmed.Store(true)
+		w.timeouts.Reset(next.Sub(now))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -278,4 +279,97 @@ func TestWorkerRunEndsWithItsContext(t *testing.T) {
 	go func() { ran <- w.Run(ctx) }()
 	cancel()
 	assert.True(t, errors.Is(wait(f, ran, "Run to return"), context.Canceled))
+}
+
+// Handlers share one timeout timer: each still times out at its own
+// deadline, the later one by the timer armed again after the first.
+func TestWorkerTimesOutEachHandlerAtItsOwnDeadline(t *testing.T) {
+	f := newFixture(t)
+	start := f.clk.Now()
+	type ended struct {
+		body  string
+		cause error
+		at    time.Time
+	}
+	started, done := make(chan string, 2), make(chan ended, 2)
+	w, ran := f.start(func(ctx context.Context, d queue.Delivery) error {
+		started <- string(d.Body)
+		<-ctx.Done()
+		done <- ended{string(d.Body), context.Cause(ctx), f.clk.Now()}
+		return ctx.Err()
+	}, queue.WorkerOptions{Concurrency: 2, Timeout: 2 * time.Second, MaxAttempts: 1})
+	_, err := f.q.Enqueue(f.ctx, queue.Message{Body: []byte("a")})
+	require.NoError(t, err)
+	assert.Equal(t, "a", wait(f, started, "a to start"))
+	f.clk.Advance(time.Second)
+	_, err = f.q.Enqueue(f.ctx, queue.Message{Body: []byte("b")})
+	require.NoError(t, err)
+	assert.Equal(t, "b", wait(f, started, "b to start"))
+
+	f.clk.Advance(time.Second)
+	a := wait(f, done, "a to time out")
+	assert.Equal(t, "a", a.body)
+	assert.ErrorIs(t, a.cause, queue.ErrHandlerTimeout)
+	f.clk.Advance(time.Second)
+	b := wait(f, done, "b to time out")
+	assert.Equal(t, "b", b.body)
+	assert.ErrorIs(t, b.cause, queue.ErrHandlerTimeout)
+	assert.Equal(t, start.Add(3*time.Second), b.at, "b timed out at its own deadline, not a's")
+	wait(f, f.rec.dead, "a's dead letter")
+	wait(f, f.rec.dead, "b's dead letter")
+	f.stop(w, ran)
+	assert.Equal(t, uint64(2), w.Stats().TimedOut)
+}
+
+// A handler that finishes takes its next message itself while a backlog
+// waits; Shutdown stops that too: the worker takes nothing more.
+func TestWorkerShutdownStopsTakingFromABacklog(t *testing.T) {
+	f := newFixture(t)
+	started, release := make(chan struct{}, 10), make(chan struct{})
+	w, ran := f.start(func(context.Context, queue.Delivery) error {
+		started <- struct{}{}
+		<-release
+		return nil
+	}, queue.WorkerOptions{Concurrency: 1})
+	_, err := f.q.EnqueueBatch(f.ctx, make([]queue.Message, 10))
+	require.NoError(t, err)
+	wait(f, started, "the first handler to start")
+	shut := make(chan error, 1)
+	go func() { shut <- w.Shutdown(f.ctx) }()
+	// Shutdown has stopped receiving once Run can end; let the handler go.
+	close(release)
+	require.NoError(t, wait(f, shut, "shutdown"))
+	require.NoError(t, wait(f, ran, "Run to return"))
+	st, err := f.q.Stats(f.ctx)
+	require.NoError(t, err)
+	processed := int(w.Stats().Succeeded)
+	assert.Equal(t, 10, processed+st.Depth, "every message is processed or still waiting")
+	assert.Zero(t, st.InFlight, "nothing is left leased")
+}
+
+// With a backlog and one handler, messages are handled one at a time in
+// order, each with its lease and settled once.
+func TestWorkerDrainsABacklogInOrder(t *testing.T) {
+	f := newFixture(t)
+	got := make(chan string, 100)
+	w, ran := f.start(func(_ context.Context, d queue.Delivery) error {
+		got <- string(d.Body)
+		return nil
+	}, queue.WorkerOptions{Concurrency: 1})
+	var want []string
+	msgs := make([]queue.Message, 50)
+	for i := range msgs {
+		msgs[i] = queue.Message{Body: []byte(strconv.Itoa(i))}
+		want = append(want, strconv.Itoa(i))
+	}
+	_, err := f.q.EnqueueBatch(f.ctx, msgs)
+	require.NoError(t, err)
+	var order []string
+	for range msgs {
+		order = append(order, wait(f, got, "a message"))
+		wait(f, f.rec.acked, "its ack")
+	}
+	f.stop(w, ran)
+	assert.Equal(t, want, order)
+	assert.Equal(t, uint64(50), w.Stats().Succeeded)
 }

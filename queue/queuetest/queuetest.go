@@ -309,8 +309,10 @@ func (s *suite) testLease(t *testing.T) {
 		e := s.env(t)
 		e.enqueue("a")
 		d := e.receiveOne()
-		for range 3 {
-			e.pass(e.lease / 2)
+		// Extend every quarter lease, five times: past the first lease, and
+		// with three quarters of a lease to spare for a stalled machine.
+		for range 5 {
+			e.pass(e.lease / 4)
 			require.NoError(t, e.q.Extend(e.ctx, d.Receipt, e.lease))
 		}
 		e.expectEmpty()

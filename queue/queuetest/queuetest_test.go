@@ -17,5 +17,5 @@ func TestRealTimeMode(t *testing.T) {
 	}
 	queuetest.Run(t, func(_ *testing.T, _ *clock.Fake) queue.Backend {
 		return queue.NewMemory(queue.MemoryOptions{DedupWindow: 200 * time.Millisecond})
-	}, queuetest.Options{RealTime: true, Lease: 100 * time.Millisecond, DedupWindow: 200 * time.Millisecond})
+	}, queuetest.Options{RealTime: true, Lease: 300 * time.Millisecond, DedupWindow: 600 * time.Millisecond})
 }
