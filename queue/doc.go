@@ -70,16 +70,18 @@
 //     NOTIFY from Enqueue, Nack, Redrive and Resume, and by a timer to the
 //     next visible_at. Dedup is a unique (queue, key) table with an expiry;
 //     dead letters are state='dead' rows, listed by (dead_at, id).
-//   - Redis Streams (redisqueue): a stream per queue and a consumer group;
-//     Receive is XAUTOCLAIM of entries idle longer than their lease (expired
-//     leases) then XREADGROUP BLOCK (the long poll, woken by XADD). The
-//     receipt is entry id plus delivery count; Ack (XACK + XDEL), Extend
-//     (XCLAIM to the same consumer, resetting idle time) and Nack run as
-//     scripts that check the pending entry's count and idle time first.
-//     Delayed messages and priorities wait in a sorted set scored by due
-//     time and priority; a script moves due members into the stream (from
-//     Receive and a timer). Dead letters go to a dead-letter stream, listed
-//     by entry id; dedup is SET NX with the window as expiry.
+//   - Redis Streams (redisqueue): a stream and a consumer group per
+//     priority level, read highest first with XREADGROUP. A lease is a
+//     member "<entry>:<delivery>" of a sorted set scored by when it ends;
+//     the receipt names that exact delivery, so it is stale once the
+//     message is acked, nacked, redelivered or past its lease. Expired
+//     leases and due nacks are taken back with XCLAIM from those sets
+//     (XAUTOCLAIM's single idle threshold cannot express per-delivery
+//     leases or nack delays). Every operation is one Lua script on Redis's
+//     clock; delays wait in a sorted set the receive script moves into the
+//     stream; dead letters are their own stream; dedup is SET NX PX;
+//     long-poll receives are woken by Pub/Sub; acks are batched; acked
+//     entries are deleted, so no key grows without bound.
 //   - NATS JetStream (natsqueue): a work-queue stream with a subject per
 //     queue and priority level (hence the small priority range), and a
 //     durable pull consumer per queue; Fetch with MaxWait is the long poll.
