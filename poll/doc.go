@@ -61,8 +61,8 @@
 // client that sends back the cursor it got sees every message once: no
 // gap, no duplicate, however publishes and polls interleave, as long as
 // the broker retains history back to its cursor (otherwise 410). A held
-// request costs a subscription, a timer and two contexts, no goroutine of
-// its own; it ends at once when the client goes away and on Shutdown,
+// request costs a subscription, a timer and a small waiter record, no
+// goroutine of its own; it ends at once when the client goes away and on Shutdown,
 // which answers it as if its wait had ended. Every bound has a default and
 // a named outcome: too many held requests or jobs is 503 with Retry-After,
 // a body over the limit 413, bad parameters 400, all as RFC 9457 problem

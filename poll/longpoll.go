@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,10 +54,12 @@ type LongPollOptions struct {
 // pattern) after a cursor, holding a request until there is one or its
 // wait ends. See the package documentation for the protocol.
 //
-// A held request costs its subscription, a timer and two contexts: no
-// goroutine beyond the one net/http already runs for it, and nothing on
-// the server polls in a loop. Each message is encoded once however many
-// requests send it.
+// A held request costs its subscription, a timer and a small waiter
+// record (no context of its own, no buffer): no goroutine beyond the one
+// net/http already runs for it, and nothing on the server polls in a loop.
+// The timer and Shutdown end a wait by closing the subscription. Each
+// message is encoded once however many requests send it, and a response
+// is built in a pooled buffer.
 type LongPoll struct {
 	sub   pubsub.Subscriber
 	topic pubsub.TopicFunc
@@ -63,11 +67,12 @@ type LongPoll struct {
 	clock clock.Clock
 	key   *encodingKey
 
-	base     context.Context // canceled by Shutdown
-	shutdown context.CancelFunc
-	closing  atomic.Bool
-	reqs     sync.WaitGroup
-	held     atomic.Int64
+	closing atomic.Bool // set by Shutdown, under mu
+	reqs    sync.WaitGroup
+	held    atomic.Int64
+
+	mu      sync.Mutex
+	waiting *waiter // held requests, for Shutdown to end; guarded by mu
 }
 
 type encodingKey struct{}
@@ -96,11 +101,7 @@ func NewLongPoll(sub pubsub.Subscriber, topic pubsub.TopicFunc, opts *LongPollOp
 	if o.MaxHeld <= 0 {
 		o.MaxHeld = DefaultMaxHeld
 	}
-	base, cancel := context.WithCancel(context.Background())
-	return &LongPoll{
-		sub: sub, topic: topic, opts: o, clock: clock.Or(o.Clock), key: &encodingKey{},
-		base: base, shutdown: cancel,
-	}
+	return &LongPoll{sub: sub, topic: topic, opts: o, clock: clock.Or(o.Clock), key: &encodingKey{}}
 }
 
 // Held reports how many requests are held, waiting for a message.
@@ -112,8 +113,12 @@ func (h *LongPoll) Held() int { return int(h.held.Load()) }
 // http.Server.Shutdown does not end held requests by itself: call this
 // first, or register it with Server.RegisterOnShutdown.
 func (h *LongPoll) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
 	h.closing.Store(true)
-	h.shutdown()
+	for w := h.waiting; w != nil; w = w.next {
+		w.end(endShutdown)
+	}
+	h.mu.Unlock()
 	return waitGroup(ctx, &h.reqs)
 }
 
@@ -191,9 +196,18 @@ func (h *LongPoll) encode(m *pubsub.Message) []byte {
 	return b
 }
 
-// batches lends requests a message buffer only while they answer, so a
-// held request holds none.
-var batches = sync.Pool{New: func() any { b := make([]pubsub.Message, 0, DefaultMax); return &b }}
+// chunks lends requests the buffer they take waiting messages in, a chunk
+// at a time, only while they take them: a held request holds none.
+var chunks = sync.Pool{New: func() any { return new([chunkSize]pubsub.Message) }}
+
+const chunkSize = 32
+
+// bodies lends requests the buffer their response is built in, from the
+// first message taken to the response written. Buffers that grew past
+// maxPooledBody are left to the collector.
+var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledBody = 64 << 10
 
 // drained is an ended context: NextBatch with it takes what is waiting
 // without waiting.
@@ -203,63 +217,167 @@ var drained = func() context.Context {
 	return ctx
 }()
 
+// The options every subscription shares: built once, not per request.
+var (
+	disconnect = pubsub.Overflow(pubsub.Disconnect)
+	fromOldest = pubsub.FromOldest()
+)
+
+// Header values set on every response, shared by all of them: net/http
+// copies header values before writing them, and each slice is full, so an
+// append by a wrapping handler copies too.
+var (
+	jsonContentType = []string{"application/json"}
+	noStore         = []string{"no-store"}
+	closeConnection = []string{"close"}
+)
+
+// lpRequest is a long-poll request's parameters, validated.
+type lpRequest struct {
+	pattern    string
+	cursor     pubsub.Cursor
+	wait       time.Duration
+	limit      int
+	fromOldest bool
+}
+
 func (h *LongPoll) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var req lpRequest
+	if !h.parse(w, r, &req) {
+		return
+	}
+	h.serve(w, r, &req)
+}
+
+// parse validates r into req, or answers it with problem details and
+// returns false.
+func (h *LongPoll) parse(w http.ResponseWriter, r *http.Request, req *lpRequest) bool {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		writeProblem(w, problem.New(http.StatusMethodNotAllowed, "long polling uses GET"))
-		return
+		return false
 	}
 	if h.closing.Load() {
 		writeProblem(w, problemFor(ErrClosed))
-		return
+		return false
 	}
 	pattern, err := h.topic(r)
 	if err != nil {
 		writeProblem(w, pubsub.RefusalProblem(err))
-		return
+		return false
 	}
 	if err := pubsub.ValidatePattern(pattern); err != nil {
 		writeProblem(w, problem.New(http.StatusBadRequest, err.Error()))
-		return
+		return false
 	}
-	q := r.URL.Query()
-	wait, err := parseWait(q.Get("wait"), h.opts.DefaultWait, h.opts.MaxWait)
+	q := parseQuery(r.URL.RawQuery)
+	wait, err := parseWait(q.wait, h.opts.DefaultWait, h.opts.MaxWait)
 	if err != nil {
 		writeProblem(w, problemFor(err))
-		return
+		return false
 	}
-	limit, err := parseMax(q.Get("max"), min(DefaultMax, h.opts.MaxMessages), h.opts.MaxMessages)
+	limit, err := parseMax(q.max, min(DefaultMax, h.opts.MaxMessages), h.opts.MaxMessages)
 	if err != nil {
 		writeProblem(w, problemFor(err))
-		return
+		return false
 	}
-	cursor := pubsub.Cursor(q.Get("cursor"))
-	opts := []pubsub.SubscribeOption{pubsub.Overflow(pubsub.Disconnect)}
-	switch from := q.Get("from"); {
+	*req = lpRequest{pattern: pattern, cursor: pubsub.Cursor(q.cursor), wait: wait, limit: limit}
+	switch from := q.from; {
 	case from == "" || from == "now":
 	case from != "oldest":
 		writeProblem(w, problemFor(&ParamError{Name: "from", Value: from, Want: `"now" or "oldest"`}))
-		return
-	case cursor != "":
+		return false
+	case q.cursor != "":
 		writeProblem(w, problemFor(&ParamError{Name: "from", Value: from, Want: "no cursor with it: send a cursor or from=oldest, not both"}))
-		return
+		return false
 	default:
-		opts = append(opts, pubsub.FromOldest())
+		req.fromOldest = true
 	}
-	if cursor != "" {
-		opts = append(opts, pubsub.After(cursor))
-	}
+	return true
+}
 
+// query holds the parameters a long poll reads, each as url.Values.Get
+// would return it.
+type query struct{ cursor, wait, max, from string }
+
+// parseQuery reads the long-poll parameters out of a raw query with the
+// rules of url.ParseQuery (pairs separated by "&", a pair with ";" or bad
+// escapes ignored, the first value of a name wins, nothing at all past
+// maxQueryParams pairs), without building a map of them all.
+func parseQuery(raw string) query {
+	var q query
+	if strings.Count(raw, "&") >= maxQueryParams {
+		return q
+	}
+	var seen [4]bool
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" || strings.Contains(pair, ";") {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		k, err1 := queryUnescape(k)
+		v, err2 := queryUnescape(v)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		var i int
+		var dst *string
+		switch k {
+		case "cursor":
+			i, dst = 0, &q.cursor
+		case "wait":
+			i, dst = 1, &q.wait
+		case "max":
+			i, dst = 2, &q.max
+		case "from":
+			i, dst = 3, &q.from
+		default:
+			continue
+		}
+		if !seen[i] {
+			seen[i], *dst = true, v
+		}
+	}
+	return q
+}
+
+// maxQueryParams is url.ParseQuery's default bound on the pairs of a
+// query; past it, url.URL.Query returns no values.
+const maxQueryParams = 10_000
+
+// queryUnescape is url.QueryUnescape, without its copy when there is
+// nothing to unescape.
+func queryUnescape(s string) (string, error) {
+	if strings.ContainsAny(s, "%+") {
+		return url.QueryUnescape(s)
+	}
+	return s, nil
+}
+
+// serve answers a valid request: at once when messages are waiting (or the
+// request cannot wait), otherwise when the hold ends.
+func (h *LongPoll) serve(w http.ResponseWriter, r *http.Request, req *lpRequest) {
 	h.reqs.Add(1)
 	defer h.reqs.Done()
+	opts := make([]pubsub.SubscribeOption, 1, 2)
+	opts[0] = disconnect
+	switch {
+	case req.fromOldest:
+		opts = append(opts, fromOldest)
+	case req.cursor != "":
+		opts = append(opts, pubsub.After(req.cursor))
+	}
 	// The subscription lives as long as this call (deferred Close), so it
 	// needs no context of its own.
-	sub, err := h.sub.Subscribe(context.Background(), pattern, opts...)
+	sub, err := h.sub.Subscribe(context.Background(), req.pattern, opts...)
 	if err != nil {
 		writeProblem(w, problemFor(err))
 		return
 	}
 	defer sub.Close()
+	cursor := req.cursor
 	if cursor == "" {
 		// A client without a cursor starts now; if nothing arrives it
 		// must still leave with a cursor, or whatever is published before
@@ -275,72 +393,173 @@ func (h *LongPoll) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	bp := getBatch(limit)
-	defer putBatch(bp, limit)
-	msgs, err := sub.NextBatch(drained, (*bp)[:0:limit])
-	if errors.Is(err, pubsub.ErrGap) {
+	var a answer
+	defer a.release()
+	err = h.take(sub, &a, req.limit)
+	if a.n == 0 && errors.Is(err, pubsub.ErrGap) {
 		var g *pubsub.GapError
 		errors.As(err, &g)
-		oldest, _ := sub.NextBatch(drained, (*bp)[:0:1])
-		writeProblem(w, gone(cursor, g, oldest))
+		writeProblem(w, gone(cursor, g, oldest(sub)))
 		return
 	}
-	if len(msgs) == 0 && errors.Is(err, context.Canceled) && wait > 0 {
-		// Nothing yet: hold. The buffer goes back to the pool meanwhile.
-		putBatch(bp, limit)
-		var first pubsub.Message
-		first, err = h.hold(r.Context(), sub, wait)
-		bp = getBatch(limit)
+	var ended endReason
+	if a.n == 0 && errors.Is(err, context.Canceled) && req.wait > 0 {
+		// Nothing yet: hold.
+		ended, err = h.hold(r.Context(), sub, req.wait, &a)
 		if err == nil {
-			msgs = append((*bp)[:0:limit], first)
-			if len(msgs) < limit {
-				msgs, _ = sub.NextBatch(drained, msgs)
-			}
+			_ = h.take(sub, &a, req.limit)
 		}
 	}
 	switch {
-	case len(msgs) > 0:
-		cursor = msgs[len(msgs)-1].Cursor
-		h.respond(w, msgs, cursor, false)
+	case a.n > 0:
+		h.respond(w, &a, a.cursor, false)
 	case r.Context().Err() != nil:
 		// The client went away: nobody to answer.
-	case errors.Is(err, pubsub.ErrClosed), errors.Is(err, errTooManyHeld):
+	case ended == 0 && errors.Is(err, pubsub.ErrClosed), errors.Is(err, errTooManyHeld):
 		writeProblem(w, problemFor(err))
 	default:
-		// The wait ended, Shutdown, nothing to wait for (wait=0), or
-		// ErrSlowConsumer (the next request resumes from history): no
-		// messages, the same cursor.
-		h.respond(w, nil, cursor, h.base.Err() != nil)
+		// The wait ended (or Shutdown ended it), nothing to wait for
+		// (wait=0), or ErrSlowConsumer (the next request resumes from
+		// history): no messages, the same cursor. After Shutdown the
+		// connection closes.
+		h.respond(w, &a, cursor, h.closing.Load())
 	}
 }
 
-func getBatch(limit int) *[]pubsub.Message {
-	bp := batches.Get().(*[]pubsub.Message)
-	if cap(*bp) < limit {
-		*bp = make([]pubsub.Message, 0, limit)
+// answer is a response being built: the messages' encodings, comma
+// separated, in a pooled buffer taken with the first of them.
+type answer struct {
+	bp     *[]byte
+	n      int           // messages in the body
+	cursor pubsub.Cursor // the last message's
+}
+
+// add appends m to a.
+func (h *LongPoll) add(a *answer, m *pubsub.Message) {
+	if a.bp == nil {
+		a.bp = bodies.Get().(*[]byte)
+		*a.bp = append((*a.bp)[:0], `{"messages":[`...)
 	}
-	return bp
+	if a.n > 0 {
+		*a.bp = append(*a.bp, ',')
+	}
+	*a.bp = append(*a.bp, m.Encoded(h.key, h.encode)...)
+	a.n++
+	a.cursor = m.Cursor
 }
 
-func putBatch(bp *[]pubsub.Message, limit int) {
-	clear((*bp)[:limit])
-	batches.Put(bp)
+func (a *answer) release() {
+	if a.bp != nil && cap(*a.bp) <= maxPooledBody {
+		bodies.Put(a.bp)
+	}
+	a.bp = nil
 }
 
-// hold waits for a message, the end of the wait, the client or Shutdown.
-func (h *LongPoll) hold(rctx context.Context, sub pubsub.Subscription, wait time.Duration) (pubsub.Message, error) {
+// take adds to a what is waiting on sub, without waiting, until a holds
+// limit messages. It returns NextBatch's error: context.Canceled when
+// nothing more is waiting.
+func (h *LongPoll) take(sub pubsub.Subscription, a *answer, limit int) error {
+	c := chunks.Get().(*[chunkSize]pubsub.Message)
+	defer func() {
+		clear(c[:])
+		chunks.Put(c)
+	}()
+	for a.n < limit {
+		want := min(chunkSize, limit-a.n)
+		msgs, err := sub.NextBatch(drained, c[:0:want])
+		for i := range msgs {
+			h.add(a, &msgs[i])
+		}
+		if err != nil || len(msgs) < want {
+			return err // nil when it took what was waiting
+		}
+	}
+	return nil
+}
+
+// oldest returns the oldest message sub has, if any: after a gap, where
+// history now starts.
+func oldest(sub pubsub.Subscription) []pubsub.Message {
+	msgs, _ := sub.NextBatch(drained, make([]pubsub.Message, 0, 1))
+	return msgs
+}
+
+// hold waits for a message, the end of the wait, the client (ctx) or
+// Shutdown, and adds the message to a. It reports why the wait ended, if
+// it did. It allocates a waiter and a timer: no goroutine, no context.
+func (h *LongPoll) hold(ctx context.Context, sub pubsub.Subscription, wait time.Duration, a *answer) (endReason, error) {
 	if n := h.held.Add(1); n > int64(h.opts.MaxHeld) {
 		h.held.Add(-1)
-		return pubsub.Message{}, errTooManyHeld
+		return 0, errTooManyHeld
 	}
 	defer h.held.Add(-1)
-	ctx, cancel := context.WithCancel(rctx)
-	defer cancel()
-	stop := context.AfterFunc(h.base, cancel)
-	defer stop()
-	t := h.clock.AfterFunc(jitter(wait), cancel)
-	defer t.Stop()
-	return sub.Next(ctx)
+	w := &waiter{sub: sub}
+	if !h.link(w) {
+		return endShutdown, nil
+	}
+	t := h.clock.AfterFunc(jitter(wait), w.expire)
+	got, err := sub.NextBatch(ctx, w.one[:0])
+	t.Stop()
+	h.unlink(w)
+	if err != nil {
+		return endReason(w.reason.Load()), err
+	}
+	h.add(a, &got[0])
+	clear(w.one[:])
+	return 0, nil
+}
+
+// waiter is a held request, linked into LongPoll.waiting. The timer or
+// Shutdown ends its wait by closing its subscription, which wakes it.
+type waiter struct {
+	sub        pubsub.Subscription
+	one        [1]pubsub.Message // what the wait receives
+	reason     atomic.Int32      // an endReason, set before the subscription closes
+	prev, next *waiter           // guarded by LongPoll.mu
+}
+
+// endReason says why a hold ended without a message.
+type endReason int32
+
+const (
+	endExpired endReason = iota + 1
+	endShutdown
+)
+
+func (w *waiter) expire() { w.end(endExpired) }
+
+func (w *waiter) end(r endReason) {
+	w.reason.CompareAndSwap(0, int32(r))
+	_ = w.sub.Close()
+}
+
+// link adds w to the held requests, unless Shutdown has begun.
+func (h *LongPoll) link(w *waiter) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing.Load() {
+		return false
+	}
+	w.next = h.waiting
+	if w.next != nil {
+		w.next.prev = w
+	}
+	h.waiting = w
+	return true
+}
+
+func (h *LongPoll) unlink(w *waiter) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		h.waiting = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	}
+	w.prev, w.next = nil, nil
 }
 
 var errTooManyHeld = errors.New("poll: too many held requests")
@@ -350,28 +569,22 @@ func jitter(d time.Duration) time.Duration {
 	return d - time.Duration(rand.Int64N(int64(d/4)+1))
 }
 
-func (h *LongPoll) respond(w http.ResponseWriter, msgs []pubsub.Message, cursor pubsub.Cursor, closing bool) {
-	n := 32 + len(cursor)
-	for i := range msgs {
-		n += len(msgs[i].Encoded(h.key, h.encode)) + 1
+// respond writes a's messages (none when a is empty) and cursor.
+func (h *LongPoll) respond(w http.ResponseWriter, a *answer, cursor pubsub.Cursor, closing bool) {
+	if a.bp == nil {
+		a.bp = bodies.Get().(*[]byte)
+		*a.bp = append((*a.bp)[:0], `{"messages":[`...)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, `{"messages":[`...)
-	for i := range msgs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, msgs[i].Encoded(h.key, h.encode)...)
-	}
-	b = append(b, `],"cursor":`...)
+	b := append(*a.bp, `],"cursor":`...)
 	b = strconv.AppendQuote(b, string(cursor)) // cursors are ASCII without quotes or escapes
 	b = append(b, "}\n"...)
+	*a.bp = b
 	hdr := w.Header()
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Cache-Control", "no-store")
-	hdr.Set("Content-Length", strconv.Itoa(len(b)))
+	hdr["Content-Type"] = jsonContentType
+	hdr["Cache-Control"] = noStore
+	hdr["Content-Length"] = []string{strconv.Itoa(len(b))}
 	if closing {
-		hdr.Set("Connection", "close")
+		hdr["Connection"] = closeConnection
 	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
@@ -413,6 +626,9 @@ func parseWait(s string, def, maxWait time.Duration) (time.Duration, error) {
 
 // parseDuration reads "30s" (Go syntax) or "30" (seconds).
 func parseDuration(s string) (time.Duration, error) {
+	if strings.TrimLeft(s, "0123456789") != "" {
+		return time.ParseDuration(s) // not all digits: skip ParseUint's error value
+	}
 	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
 		return time.Duration(n) * time.Second, nil
 	}
