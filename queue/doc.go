@@ -57,19 +57,20 @@
 // The Backend interface is SQS-shaped, and each engine maps onto it without
 // emulation of the core contract:
 //
-//   - PostgreSQL (pgqueue): one table (queue, id, body, header, priority,
-//     state, visible_at, attempts, lease_token, last_error, enqueued_at).
-//     Receive is UPDATE ... WHERE id IN (SELECT ... WHERE state='ready' AND
-//     visible_at <= now() AND NOT paused ORDER BY priority DESC, id FOR
-//     UPDATE SKIP LOCKED LIMIT $max) SET state='leased', visible_at =
-//     now()+lease, attempts+1, lease_token = new token; a leased row whose
-//     visible_at passed counts as ready again (the reaper is the WHERE
-//     clause, plus a periodic sweep for Stats). The receipt is id and
-//     token: Ack, Nack and Extend match both and visible_at > now(), so a
-//     stale receipt touches no row. Long-poll waits on LISTEN, woken by a
-//     NOTIFY from Enqueue, Nack, Redrive and Resume, and by a timer to the
-//     next visible_at. Dedup is a unique (queue, key) table with an expiry;
-//     dead letters are state='dead' rows, listed by (dead_at, id).
+//   - PostgreSQL (pgqueue): one schema per namespace with a jobs table
+//     (state ready, waiting, leased, dead or done; priority, seq,
+//     visible_at, attempts, token) and a partial index per hot query.
+//     Receive is one round trip: a reaper statement moves due waiting and
+//     leased rows to ready, then UPDATE ... FROM (SELECT ... ORDER BY
+//     priority DESC, seq LIMIT n FOR UPDATE SKIP LOCKED) leases them with
+//     a fresh token. The receipt is id and token: Ack, Nack, Extend and
+//     DeadLetter match both and visible_at > now(), so a stale receipt
+//     touches no row. Acks and extensions are batched by one settler per
+//     node. Long-poll receives wait on LISTEN (one connection per node),
+//     woken by a NOTIFY from enqueue, nack, redrive and resume, by a timer
+//     to the next due row, and by a poll fallback for poolers that break
+//     LISTEN. Dedup is a (queue, key) table with an expiry; enqueue and ack
+//     can join the caller's own transaction (EnqueueTx, AckTx).
 //   - Redis Streams (redisqueue): a stream and a consumer group per
 //     priority level, read highest first with XREADGROUP. A lease is a
 //     member "<entry>:<delivery>" of a sorted set scored by when it ends;
