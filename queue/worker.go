@@ -283,6 +283,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Unlock()
 
 	n := w.opts.Concurrency
+	// The handlers' own receive (below) pays only where a receive is a
+	// function call: on the memory backend. On an engine each would be one
+	// round trip per message; there the receive loop batches instead,
+	// taking every handler that freed up during the last round trip.
+	_, inProcess := w.q.Backend().(*Memory)
 	jobs := make(chan Delivery, n)
 	tokens := make(chan struct{}, n)  // one per message received and not yet finished
 	bg := context.WithoutCancel(hard) // settles messages whatever happens to hard
@@ -300,7 +305,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				// message, for this handler only, so that prefetch still
 				// equals free capacity, without two goroutine switches
 				// per message. Receiving stops with recvCtx, as the loop's.
-				for w.backlog.Load() && recvCtx.Err() == nil {
+				for inProcess && w.backlog.Load() && recvCtx.Err() == nil {
 					ds, err := w.q.Receive(recvCtx, ReceiveOptions{Max: 1, Lease: w.opts.Lease})
 					if err != nil || len(ds) == 0 {
 						w.backlog.Store(false) // the loop reports errors and retries
