@@ -83,19 +83,20 @@
 //     stream; dead letters are their own stream; dedup is SET NX PX;
 //     long-poll receives are woken by Pub/Sub; acks are batched; acked
 //     entries are deleted, so no key grows without bound.
-//   - NATS JetStream (natsqueue): a work-queue stream with a subject per
-//     queue and priority level (hence the small priority range), and a
-//     durable pull consumer per queue; Fetch with MaxWait is the long poll.
-//     AckWait is the lease (a Receive asks for the consumer's AckWait),
-//     InProgress extends it, NakWithDelay is Nack, the metadata's
-//     NumDelivered is Attempt, Msg-Id with the stream's duplicate window is
-//     the dedup. The receipt is the message's reply subject, which names
-//     the delivery; the backend also keeps each in-hand lease deadline and
-//     refuses Ack after it. Delayed messages wait in a delay stream that the
-//     backend republishes from when due (Msg-Id keeps that idempotent); dead
-//     letters are published to a dead-letter stream with the last error as
-//     a header, then the original is terminated; Pause is the consumer's
-//     pause.
+//   - NATS JetStream (natsqueue): a work-queue stream per namespace with a
+//     subject per queue and priority level (hence the small priority
+//     range) and a durable pull consumer with explicit acks for each;
+//     Receive pulls from the highest level that holds messages, and a
+//     waiting pull is the long poll. AckWait is the lease, InProgress
+//     extends it, the delivery count is Attempt, a nak (with a delay) is
+//     Nack; the receipt is the delivery's ack subject, and the backend that
+//     received it refuses settlement after its lease, so a receipt is
+//     settled by the node that holds it. Delayed enqueues wait in a delay
+//     stream whose mover naks each with its remaining time and republishes
+//     it when due (a Msg-Id keeps that idempotent). MaxDeliver is enforced
+//     by the library with a real dead-letter stream; Msg-Id with the
+//     stream's duplicate window is the dedup; Pause is a flag in a
+//     key-value bucket every node watches (consumer pause needs 2.11).
 //
 // Engines keep their own time; the conformance suite (queuetest) runs them
 // with short real leases, and the memory backend on a fake clock.
