@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/switchboard-go/switchboard/internal/enginetest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -39,14 +42,47 @@ func (s *syncBuffer) String() string {
 }
 
 func TestEnqueueOverHTTPIsProcessed(t *testing.T) {
+	testEnqueueOverHTTPIsProcessed(t, config{})
+}
+
+// The same program on each engine: one flag, nothing else changes.
+func TestEnqueueOverHTTPIsProcessedOnEngines(t *testing.T) {
+	// A fixed namespace: reruns reuse it instead of leaving one behind each
+	// time; what an earlier run left in it is processed too, harmlessly.
+	const ns = "example_queue_test"
+	t.Run("postgres", func(t *testing.T) {
+		testEnqueueOverHTTPIsProcessed(t, config{postgres: enginetest.PostgresURL(t), namespace: ns})
+	})
+	t.Run("redis", func(t *testing.T) {
+		testEnqueueOverHTTPIsProcessed(t, config{redis: enginetest.RedisURL(t), namespace: ns})
+	})
+	t.Run("nats", func(t *testing.T) {
+		testEnqueueOverHTTPIsProcessed(t, config{nats: enginetest.NATSURL(t), namespace: ns})
+	})
+}
+
+func TestRefusesTwoEngines(t *testing.T) {
+	err := run(context.Background(), config{redis: "redis://x", nats: "nats://y"}, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "at most one") {
+		t.Fatalf("run with two engines: %v; want a refusal", err)
+	}
+}
+
+func testEnqueueOverHTTPIsProcessed(t *testing.T, cfg config) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	out := &syncBuffer{written: make(chan struct{}, 1)}
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	runCtx, stop := context.WithCancel(ctx)
-	go func() { done <- run(runCtx, "127.0.0.1:0", 2, out, ready) }()
-	addr := <-ready
+	cfg.addr, cfg.workers = "127.0.0.1:0", 2
+	go func() { done <- run(runCtx, cfg, out, ready) }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	}
 
 	resp, err := http.Post("http://"+addr+"/queues/jobs/messages", "text/plain", strings.NewReader("resize photo 42"))
 	if err != nil {
