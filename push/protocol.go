@@ -206,4 +206,3 @@ func encodeRequest(typ, id, topic, after string, data []byte) []byte {
 	b = appendPayload(b, data)
 	return append(b, '}')
 }
-
