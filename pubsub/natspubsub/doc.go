@@ -79,9 +79,9 @@
 // # Retention
 //
 // The stream keeps the newest Options.MaxMsgs messages (default one
-// million), none older than Options.MaxAge (default 24h), within
-// Options.MaxBytes (default 1 GiB) — for the namespace as a whole, not per
-// topic. A cursor older than the oldest retained message of the namespace
+// million), none older than Options.MaxAge (default 24h), and, if set,
+// within Options.MaxBytes — for the namespace as a whole, not per topic.
+// A cursor older than the oldest retained message of the namespace
 // reports ErrGap, even when the trimmed messages were of other topics (the
 // stream cannot tell). Retention is stream configuration: New applies the
 // options to the stream, so give every node the same ones.

@@ -23,7 +23,6 @@ const (
 	DefaultNamespace       = "switchboard"
 	DefaultMaxMsgs         = 1_000_000
 	DefaultMaxAge          = 24 * time.Hour
-	DefaultMaxBytes        = 1 << 30
 	DefaultDuplicateWindow = 2 * time.Minute
 	DefaultHeartbeat       = 2 * time.Second
 	DefaultTimeout         = 5 * time.Second
@@ -54,8 +53,10 @@ type Options struct {
 	// MaxAge bounds retention by age. Default DefaultMaxAge (24h); negative
 	// means no age bound.
 	MaxAge time.Duration
-	// MaxBytes bounds retention by size. Default DefaultMaxBytes (1 GiB);
-	// negative means no size bound.
+	// MaxBytes bounds retention by size. Default (zero) and negative: no
+	// size bound, retention by MaxMsgs and MaxAge. JetStream reserves a
+	// file stream's MaxBytes on disk when the stream is created, so a byte
+	// bound costs its full size at once.
 	MaxBytes int64
 	// Storage is where the server keeps the stream: jetstream.FileStorage
 	// (the zero value, the default) or jetstream.MemoryStorage.
@@ -116,10 +117,7 @@ func (o *Options) resolve() (Options, error) {
 	case r.MaxAge < 0:
 		r.MaxAge = 0 // JetStream: no age bound
 	}
-	switch {
-	case r.MaxBytes == 0:
-		r.MaxBytes = DefaultMaxBytes
-	case r.MaxBytes < 0:
+	if r.MaxBytes <= 0 {
 		r.MaxBytes = -1
 	}
 	if r.Replicas <= 0 {
