@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -97,15 +98,50 @@ func BenchmarkEnqueue(b *testing.B) {
 	})
 }
 
+// timed wraps a backend to report, beside the throughput, what bounds it:
+// messages per Receive and the mean time of a Receive and of an Ack.
+type timed struct {
+	queue.Backend
+	receives, received, receiveNs, acks, ackNs atomic.Int64
+}
+
+func (t *timed) Receive(ctx context.Context, name string, o queue.ReceiveOptions) ([]queue.Delivery, error) {
+	start := time.Now()
+	ds, err := t.Backend.Receive(ctx, name, o)
+	t.receiveNs.Add(int64(time.Since(start)))
+	t.receives.Add(1)
+	t.received.Add(int64(len(ds)))
+	return ds, err
+}
+
+func (t *timed) Ack(ctx context.Context, name string, r queue.Receipt) error {
+	start := time.Now()
+	err := t.Backend.Ack(ctx, name, r)
+	t.ackNs.Add(int64(time.Since(start)))
+	t.acks.Add(1)
+	return err
+}
+
+func (t *timed) report(b *testing.B) {
+	n := float64(t.receives.Load())
+	b.ReportMetric(float64(t.received.Load())/n, "msgs/receive")
+	b.ReportMetric(float64(t.receiveNs.Load())/n/1e3, "µs/receive")
+	b.ReportMetric(float64(t.ackNs.Load())/float64(t.acks.Load())/1e3, "µs/ack")
+}
+
 // BenchmarkProcess drains 20,000 pre-enqueued no-op jobs with a Worker of
-// 10 handlers (receive, handle, ack each), beside the bare client's
-// pull-and-ack loop over the same number of messages.
+// 10 handlers (receive, handle, ack each), beside two bare clients over
+// the same number of messages: one under the Worker's terms and the
+// issue's pull-and-ack loop.
 func BenchmarkProcess(b *testing.B) {
 	body := make([]byte, benchSize)
 	b.Run("worker", func(b *testing.B) {
 		for range b.N {
 			b.StopTimer()
-			_, q := benchQueue(b)
+			nc := connect(b, enginetest.NATSURL(b))
+			tb := &timed{Backend: open(b, nc, &natsqueue.Options{Namespace: namespace(b, nc)})}
+			q, err := queue.New(tb, "bench")
+			require.NoError(b, err)
 			ctx := context.Background()
 			msgs := make([]queue.Message, queue.MaxBatch)
 			for i := range msgs {
@@ -134,8 +170,42 @@ func BenchmarkProcess(b *testing.B) {
 			require.NoError(b, <-ran)
 			st := w.Stats()
 			require.Equal(b, uint64(benchJobs), st.Succeeded)
+			tb.report(b)
 		}
 	})
+	// The bare client under the Worker's terms: at most benchWorkers
+	// messages at a time, and each ack waits for the server's confirmation
+	// (the acks of a batch concurrently), so that a batch costs a pull and
+	// an ack round trip, as a Worker's handler does. It is the ceiling for
+	// confirmed acks with prefetch bounded by the handlers.
+	b.Run("bare-confirmed", func(b *testing.B) {
+		for range b.N {
+			b.StopTimer()
+			nc := connect(b, enginetest.NATSURL(b))
+			js, c, subj := bareStream(b, nc)
+			for range benchJobs {
+				_, err := js.PublishAsync(subj, body)
+				require.NoError(b, err)
+			}
+			<-js.PublishAsyncComplete()
+			ctx := context.Background()
+			b.StartTimer()
+			start := time.Now()
+			for got := 0; got < benchJobs; {
+				batch, err := c.FetchNoWait(benchWorkers)
+				require.NoError(b, err)
+				var wg sync.WaitGroup
+				for m := range batch.Messages() {
+					got++
+					wg.Go(func() { _ = m.DoubleAck(ctx) })
+				}
+				wg.Wait()
+			}
+			rate(b, benchJobs, time.Since(start))
+			b.StopTimer()
+		}
+	})
+	// The ceiling: batches of 100, acks not confirmed.
 	b.Run("bare-pull-ack", func(b *testing.B) {
 		for range b.N {
 			b.StopTimer()

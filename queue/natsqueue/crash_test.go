@@ -39,7 +39,7 @@ func runChild() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	b, err := natsqueue.New(context.Background(), nc, &natsqueue.Options{Namespace: os.Getenv(childEnv)})
+	b, err := natsqueue.New(context.Background(), nc, &natsqueue.Options{Namespace: os.Getenv(childEnv), MaxBytes: testMaxBytes})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

@@ -22,21 +22,31 @@
 //   - "<ns>_work", a work-queue stream on "<ns>.q.<queue>.<level>": one
 //     subject per queue and priority level (21 levels, hence the small
 //     priority range), and one durable pull consumer per queue and level
-//     with explicit acks. Receive asks the stream which levels hold
-//     messages (one stream-info call), pulls from the highest first, and
-//     when none is visible waits with a pull request on the highest level
-//     holding messages (or the default level), which the server answers at
-//     once on an enqueue, a nak or an expired lease of that level; it looks
-//     at the other levels every Options.Recheck (2.9 has neither multiple
-//     filter subjects nor priority groups). A withdrawn pull (context or
-//     Close) is cancelled by unsubscribing its inbox: the server drops a
-//     pull request nobody listens for.
+//     with explicit acks. Receive pulls from the levels that may hold
+//     messages, highest first, one pull request for up to Max messages per
+//     level: when messages are waiting, a Receive is one round trip. The
+//     levels are read from the stream (one stream-info call) at most every
+//     Options.Recheck and again before a Receive reports the queue empty;
+//     in between, the backend goes by that read and the levels it has
+//     published to itself. So its own enqueues keep priority order at
+//     once, and a message another backend puts on a level that held
+//     nothing is seen within Recheck (at once when this backend's levels
+//     run dry). When none is visible, Receive waits with a pull request on
+//     the highest level holding messages (or the default level), which the
+//     server answers at once on an enqueue, a nak or an expired lease of
+//     that level, and looks at the other levels every Recheck (2.9 has
+//     neither multiple filter subjects nor priority groups). Pulls reuse a
+//     few inbox subscriptions, so a Receive subscribes nothing; a withdrawn
+//     pull (context or Close) is cancelled by unsubscribing its inbox: the
+//     server drops a pull request nobody listens for.
 //   - The lease is the consumer's AckWait (a Receive asking for another
 //     lease updates it), Extend is InProgress, Ack is an acknowledgement
-//     the server confirms, Nack is a nak (NakWithDelay for a delay), so a
-//     nacked message keeps its place; Attempt is the delivery's
-//     NumDelivered. A nak carries no data: the last error waits for the
-//     next delivery in the "<ns>_err" bucket (Options.ErrorTTL).
+//     the server confirms (Ack returns nil only once the server has
+//     processed it; acks of concurrent callers are pipelined), Nack is a
+//     nak (NakWithDelay for a delay), so a nacked message keeps its
+//     place; Attempt is the delivery's NumDelivered. A nak carries no
+//     data: the last error waits for the next delivery in the "<ns>_err"
+//     bucket (Options.ErrorTTL).
 //   - The receipt is the delivery's ack subject. The backend keeps each
 //     delivery in hand with a lease deadline that ends a margin before the
 //     server's, and refuses Ack, Nack, Extend and DeadLetter after it with

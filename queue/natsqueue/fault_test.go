@@ -148,7 +148,7 @@ func TestCloseReleasesEverything(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	b, err := natsqueue.New(ctx, nc, &natsqueue.Options{Namespace: ns})
+	b, err := natsqueue.New(ctx, nc, &natsqueue.Options{Namespace: ns, MaxBytes: testMaxBytes})
 	require.NoError(t, err)
 	q, err := queue.New(b, "jobs")
 	require.NoError(t, err)

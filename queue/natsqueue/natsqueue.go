@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,7 +25,6 @@ const (
 	DefaultNamespace      = "sbqueue"
 	DefaultDedupWindow    = queue.DefaultDedupWindow
 	DefaultMaxMsgs        = 10_000_000
-	DefaultMaxBytes       = 8 << 30
 	DefaultMaxMessageSize = 256 << 10
 	DefaultMaxDead        = 100_000
 	DefaultMaxDeliver     = 20
@@ -60,9 +60,12 @@ type Options struct {
 	DedupWindow time.Duration
 	// MaxMsgs and MaxBytes bound the work stream, all queues of the
 	// namespace together (visible, leased and nack-retried messages). An
-	// Enqueue past either fails with queue.ErrQueueFull. Defaults
-	// DefaultMaxMsgs (10,000,000) and DefaultMaxBytes (8 GiB). The delay
-	// stream has the same bounds.
+	// Enqueue past either fails with queue.ErrQueueFull. Default
+	// DefaultMaxMsgs (10,000,000) messages and no byte bound (zero or
+	// negative MaxBytes): JetStream reserves a file stream's MaxBytes on
+	// disk when the stream is created, so a byte bound costs its full size
+	// at once; the count and MaxMessageSize bound the stream instead. The
+	// delay stream has the same bounds.
 	MaxMsgs  int64
 	MaxBytes int64
 	// MaxMessageSize bounds len(Body) plus the header's keys and values; a
@@ -85,10 +88,14 @@ type Options struct {
 	// level (the consumers' MaxAckPending); past it Receive returns fewer
 	// messages until leases end. Default DefaultMaxInFlight (10,000).
 	MaxInFlight int
-	// Recheck bounds how long a waiting Receive goes without looking at
-	// the queue's other priority levels: it waits on one level (the
-	// highest holding messages) and the server wakes it at once for that
-	// level; a message made visible on another level is seen within
+	// Recheck bounds how long the backend goes by what it knows of which
+	// priority levels hold messages (what it last read from the stream,
+	// and the levels it has published to since) before it reads them
+	// again: a message another backend puts on a level that held nothing
+	// is received within Recheck (at once when the levels this backend
+	// knows hold nothing visible), and a waiting Receive, which waits on
+	// one level (the highest holding messages) and is woken at once for
+	// that level, sees a message made visible on another level within
 	// Recheck. Default DefaultRecheck (1s); at least 10ms.
 	Recheck time.Duration
 	// Timeout bounds each JetStream call made without a deadline of its
@@ -135,7 +142,7 @@ func (o *Options) resolve() (Options, error) {
 		r.MaxMsgs = DefaultMaxMsgs
 	}
 	if r.MaxBytes <= 0 {
-		r.MaxBytes = DefaultMaxBytes
+		r.MaxBytes = -1 // no reservation: see Options.MaxBytes
 	}
 	if r.MaxMessageSize <= 0 {
 		r.MaxMessageSize = DefaultMaxMessageSize
@@ -191,6 +198,9 @@ type Backend struct {
 	kv                jetstream.KeyValue // pause flags ("p.<queue>") and counters ("s.<queue>")
 	errs              jetstream.KeyValue // last errors of nacked messages, by queue and sequence
 
+	pmu  sync.Mutex
+	idle []*inbox // pull inboxes kept for reuse; guarded by pmu
+
 	closed atomic.Bool
 	done   chan struct{} // closed by Close
 	cancel context.CancelFunc
@@ -219,6 +229,14 @@ type qstate struct {
 	changed   chan struct{}         // closed and replaced when paused changes; guarded by mu
 
 	processed, failed, retried atomic.Uint64 // counts not yet flushed
+
+	// The levels that may hold messages, a bit per level (see occupancy):
+	// occ as last read from the stream, at occAt (unix nanoseconds; 0 for
+	// never), with the levels this backend has published to since; dirty
+	// the levels published to since the last read began.
+	occ, dirty atomic.Uint32
+	occAt      atomic.Int64
+	occMu      sync.Mutex // held while occ is read from the stream
 }
 
 // lease is one delivery in hand.
@@ -314,6 +332,7 @@ func (b *Backend) Close() error {
 	close(b.done)
 	b.cancel()
 	b.wg.Wait()
+	b.dropInboxes()
 	ctx, cancel := context.WithTimeout(context.Background(), b.opts.Timeout)
 	defer cancel()
 	b.mu.Lock()
@@ -478,13 +497,17 @@ func (b *Backend) Enqueue(ctx context.Context, name string, msgs []queue.Message
 		}
 	}
 	res := make([]queue.EnqueueResult, len(msgs))
+	var set uint32
 	for i, a := range acks {
 		prefix := "w"
 		if delayed[i] {
 			prefix = "d"
+		} else {
+			set |= 1 << level(msgs[i].Priority)
 		}
 		res[i] = queue.EnqueueResult{ID: prefix + strconv.FormatUint(a.Sequence, 10), Duplicate: a.Duplicate}
 	}
+	q.published(set)
 	return res, nil
 }
 
@@ -729,6 +752,50 @@ func (b *Backend) levels(ctx context.Context, q *qstate) ([]int, int, error) {
 	}
 	sort.Sort(sort.Reverse(sort.IntSlice(levels)))
 	return levels, total, nil
+}
+
+// published records that this backend has stored messages on the levels
+// of bits (a bit per level).
+func (q *qstate) published(bits uint32) {
+	q.occ.Or(bits)
+	q.dirty.Or(bits)
+}
+
+// occupancy returns the levels of q that may hold messages, highest first.
+// It reads them from the stream (one stream-info call) when fresh is set
+// or its last read is Options.Recheck old; in between, it goes by that
+// read and the levels this backend has published to since. So one
+// backend's own enqueues are seen at once, and another backend's
+// enqueues to a level that held nothing within Recheck.
+func (b *Backend) occupancy(ctx context.Context, q *qstate, fresh bool) ([]int, error) {
+	at := q.occAt.Load()
+	if fresh || at == 0 || time.Since(time.Unix(0, at)) >= b.opts.Recheck {
+		q.occMu.Lock()
+		defer q.occMu.Unlock()
+		if q.occAt.Load() == at { // nobody read it while this call waited
+			q.dirty.Store(0)
+			cctx, cancel := b.callCtx(ctx)
+			levels, _, err := b.levels(cctx, q)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+			var set uint32
+			for _, lvl := range levels {
+				set |= 1 << lvl
+			}
+			q.occ.Store(set | q.dirty.Load())
+			q.occAt.Store(time.Now().UnixNano())
+		}
+	}
+	set := q.occ.Load()
+	levels := make([]int, 0, bits.OnesCount32(set))
+	for lvl := level(queue.MaxPriority); lvl >= 0; lvl-- {
+		if set&(1<<lvl) != 0 {
+			levels = append(levels, lvl)
+		}
+	}
+	return levels, nil
 }
 
 // backoffPolicy paces the movers' retries after engine errors.

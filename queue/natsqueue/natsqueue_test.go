@@ -3,6 +3,7 @@ package natsqueue_test
 import (
 	"context"
 	"crypto/rand"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -53,8 +54,22 @@ func dropNamespace(nc *nats.Conn, ns string) {
 	}
 }
 
+// testMaxBytes bounds the tests' streams: JetStream 2.9 reserves a file
+// stream's MaxBytes from the server's store when it creates the stream,
+// and the default (8 GiB for each of two streams) lets few namespaces fit
+// on a server that other test runs share.
+const testMaxBytes = 256 << 20
+
 func open(t testing.TB, nc *nats.Conn, opts *natsqueue.Options) *natsqueue.Backend {
 	t.Helper()
+	if opts == nil {
+		opts = &natsqueue.Options{}
+	}
+	if opts.MaxBytes == 0 {
+		o := *opts
+		o.MaxBytes = testMaxBytes
+		opts = &o
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b, err := natsqueue.New(ctx, nc, opts)
@@ -70,4 +85,66 @@ func TestConformance(t *testing.T) {
 	queuetest.Run(t, func(t *testing.T, _ *clock.Fake) queue.Backend {
 		return open(t, connect(t, url), &natsqueue.Options{Namespace: ns, DedupWindow: time.Second})
 	}, queuetest.Options{RealTime: true, Lease: 300 * time.Millisecond, DedupWindow: 1500 * time.Millisecond})
+}
+
+// A backend goes by the priority levels it last read from the stream and
+// those it has published to itself; when they hold nothing visible, it
+// reads the stream again before it reports the queue empty. So a message
+// another backend put on a level this one has never seen is received at
+// once, however long Recheck is.
+func TestReceiveFindsAnotherBackendsLevel(t *testing.T) {
+	url := enginetest.NATSURL(t)
+	nc := connect(t, url)
+	opts := &natsqueue.Options{Namespace: namespace(t, nc), Recheck: time.Hour}
+	consumer, err := queue.New(open(t, nc, opts), "jobs")
+	require.NoError(t, err)
+	producer, err := queue.New(open(t, connect(t, url), opts), "jobs")
+	require.NoError(t, err)
+	ctx := t.Context()
+
+	_, err = consumer.Enqueue(ctx, queue.Message{Body: []byte("low")})
+	require.NoError(t, err)
+	ds, err := consumer.Receive(ctx, queue.ReceiveOptions{})
+	require.NoError(t, err)
+	require.Len(t, ds, 1)
+	require.NoError(t, consumer.Ack(ctx, ds[0].Receipt))
+
+	_, err = producer.Enqueue(ctx, queue.Message{Body: []byte("high"), Priority: 7})
+	require.NoError(t, err)
+	ds, err = consumer.Receive(ctx, queue.ReceiveOptions{Max: 5})
+	require.NoError(t, err)
+	require.Len(t, ds, 1, "got %v", ds)
+	require.Equal(t, "high", string(ds[0].Body))
+	require.Equal(t, 7, ds[0].Priority)
+	require.Equal(t, 1, ds[0].Attempt)
+}
+
+// Pull inboxes are reused from one pull to the next: a waiting receive
+// that ends empty (the server's timeout status) and one that finds nothing
+// at once leave nothing behind that a later receive could take for its
+// own answer, or that could lease a message to nobody.
+func TestReceiveAfterEmptyPulls(t *testing.T) {
+	url := enginetest.NATSURL(t)
+	nc := connect(t, url)
+	q, err := queue.New(open(t, nc, &natsqueue.Options{Namespace: namespace(t, nc)}), "jobs")
+	require.NoError(t, err)
+	ctx := t.Context()
+	for i := range 10 {
+		ds, err := q.Receive(ctx, queue.ReceiveOptions{Wait: 10 * time.Millisecond})
+		require.NoError(t, err)
+		require.Empty(t, ds)
+		ds, err = q.Receive(ctx, queue.ReceiveOptions{Max: 3})
+		require.NoError(t, err)
+		require.Empty(t, ds)
+
+		body := "m" + strconv.Itoa(i)
+		_, err = q.Enqueue(ctx, queue.Message{Body: []byte(body)})
+		require.NoError(t, err)
+		ds, err = q.Receive(ctx, queue.ReceiveOptions{Max: 3})
+		require.NoError(t, err)
+		require.Len(t, ds, 1, "round %d", i)
+		require.Equal(t, body, string(ds[0].Body))
+		require.Equal(t, 1, ds[0].Attempt)
+		require.NoError(t, q.Ack(ctx, ds[0].Receipt))
+	}
 }

@@ -15,81 +15,6 @@ import (
 	"github.com/switchboard-go/switchboard/queue"
 )
 
-type pullRequest struct {
-	Batch   int           `json:"batch"`
-	Expires time.Duration `json:"expires,omitempty"`
-	NoWait  bool          `json:"no_wait,omitempty"`
-}
-
-// pull asks a consumer for up to n messages: those available now when
-// wait is zero, else the first one to come within wait. It returns early
-// when ctx ends or the backend closes; the pull is then withdrawn (the
-// server drops a pull request whose inbox has no subscriber), and a message
-// that was already on its way is given back with a nak.
-func (b *Backend) pull(ctx context.Context, stream, consumer string, n int, wait time.Duration) ([]*nats.Msg, error) {
-	inbox := nats.NewInbox()
-	ch := make(chan *nats.Msg, n+4)
-	sub, err := b.nc.ChanSubscribe(inbox, ch)
-	if err != nil {
-		return nil, b.wrap("pull", err)
-	}
-	req, _ := json.Marshal(pullRequest{Batch: n, Expires: wait, NoWait: wait == 0})
-	if err := b.nc.PublishRequest(apiNext+stream+"."+consumer, inbox, req); err != nil {
-		_ = sub.Unsubscribe()
-		return nil, b.wrap("pull", err)
-	}
-	// The server ends every pull with a status; the timer only covers a
-	// request or status lost with the connection.
-	t := time.NewTimer(wait + b.opts.Timeout)
-	defer t.Stop()
-	var out []*nats.Msg
-	for {
-		select {
-		case m := <-ch:
-			if m.Reply == "" && len(m.Data) == 0 && m.Header.Get("Status") != "" {
-				if m.Header.Get("Status") == "100" {
-					continue // heartbeat
-				}
-				_ = sub.Unsubscribe()
-				return out, nil
-			}
-			out = append(out, m)
-			if len(out) == n {
-				_ = sub.Unsubscribe()
-				return out, nil
-			}
-		case <-t.C:
-			_ = sub.Unsubscribe()
-			return out, nil
-		case <-ctx.Done():
-			b.withdraw(sub, ch, out)
-			return nil, ctx.Err()
-		case <-b.done:
-			b.withdraw(sub, ch, out)
-			return nil, queue.ErrClosed
-		}
-	}
-}
-
-// withdraw ends an abandoned pull and gives back what it had delivered.
-func (b *Backend) withdraw(sub *nats.Subscription, ch chan *nats.Msg, got []*nats.Msg) {
-	_ = sub.Unsubscribe()
-	for {
-		select {
-		case m := <-ch:
-			got = append(got, m)
-			continue
-		default:
-		}
-		break
-	}
-	for _, m := range got {
-		if m.Reply != "" {
-			_ = b.nc.Publish(m.Reply, []byte("-NAK"))
-		}
-	}
-}
-
 // ensureConsumer makes sure the durable pull consumer of q's level exists
 // with AckWait lease, and returns its name.
 func (b *Backend) ensureConsumer(ctx context.Context, q *qstate, lvl int, lease time.Duration) (string, error) {
@@ -100,7 +25,9 @@ func (b *Backend) ensureConsumer(ctx context.Context, q *qstate, lvl int, lease 
 	if aw == lease {
 		return name, nil
 	}
-	_, err := b.work.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	cctx, cancel := b.callCtx(ctx)
+	defer cancel()
+	_, err := b.work.CreateOrUpdateConsumer(cctx, jetstream.ConsumerConfig{
 		Durable: name, FilterSubject: b.workSubject(q, lvl), AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: lease, MaxDeliver: -1, MaxAckPending: b.opts.MaxInFlight, DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
@@ -116,11 +43,13 @@ func (b *Backend) ensureConsumer(ctx context.Context, q *qstate, lvl int, lease 
 // Receive implements queue.Backend. Each priority level of a queue has its
 // own durable pull consumer whose AckWait is the lease: a Receive asking
 // for another lease than the consumer has updates it (one call; use one
-// lease per queue). Receive looks up which levels hold messages (one
-// stream-info call), pulls from the highest first, and when none is
-// visible waits on the highest level that holds messages (or the default
-// level), woken by the server at once; it looks again at the other levels
-// every Options.Recheck.
+// lease per queue). Receive pulls what is visible now from the levels
+// that may hold messages, highest first (see occupancy: it reads them
+// from the stream at most every Options.Recheck, and again before it
+// concludes that the queue is empty), in one pull request per level for
+// up to opts.Max messages. When none is visible it waits on the highest
+// level that holds messages (or the default level), woken by the server
+// at once, and looks again at the other levels every Options.Recheck.
 func (b *Backend) Receive(ctx context.Context, name string, opts queue.ReceiveOptions) ([]queue.Delivery, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -131,6 +60,7 @@ func (b *Backend) Receive(ctx context.Context, name string, opts queue.ReceiveOp
 	}
 	b.startMover(q)
 	deadline := time.Now().Add(opts.Wait)
+	fresh := false // read the levels from the stream
 	for {
 		if b.closed.Load() {
 			return nil, queue.ErrClosed
@@ -160,9 +90,8 @@ func (b *Backend) Receive(ctx context.Context, name string, opts queue.ReceiveOp
 		if !b.nc.IsConnected() {
 			return nil, ErrUnavailable
 		}
-		cctx, cancel := b.callCtx(ctx)
-		levels, _, err := b.levels(cctx, q)
-		cancel()
+		before := q.occAt.Load()
+		levels, err := b.occupancy(ctx, q, fresh)
 		if err != nil {
 			return nil, err
 		}
@@ -179,6 +108,12 @@ func (b *Backend) Receive(ctx context.Context, name string, opts queue.ReceiveOp
 		}
 		if len(out) > 0 {
 			return out, nil
+		}
+		if q.occAt.Load() == before && !fresh {
+			// Nothing where the levels last read said: read them again
+			// before concluding that the queue is empty.
+			fresh = true
+			continue
 		}
 		if remaining <= 0 {
 			return nil, nil
@@ -200,15 +135,14 @@ func (b *Backend) Receive(ctx context.Context, name string, opts queue.ReceiveOp
 			}
 			return ds, nil
 		}
+		fresh = true
 	}
 }
 
 // take pulls up to n messages of one level and turns them into
 // deliveries, dead-lettering those past MaxDeliver.
 func (b *Backend) take(ctx context.Context, q *qstate, lvl, n int, lease, wait time.Duration) ([]queue.Delivery, error) {
-	cctx, cancel := b.callCtx(ctx)
-	cons, err := b.ensureConsumer(cctx, q, lvl, lease)
-	cancel()
+	cons, err := b.ensureConsumer(ctx, q, lvl, lease)
 	if err != nil {
 		return nil, err
 	}
@@ -331,13 +265,27 @@ func (b *Backend) reply(ctx context.Context, r queue.Receipt, kind string) error
 	if err := b.check(); err != nil {
 		return err
 	}
-	cctx, cancel := b.callCtx(ctx)
-	defer cancel()
-	_, err := b.nc.RequestWithContext(cctx, string(r), []byte(kind))
+	var err error
+	if _, ok := ctx.Deadline(); !ok && ctx.Done() == nil {
+		// A context that cannot end (the Worker settles with one): no
+		// need for a derived one per call.
+		_, err = b.nc.Request(string(r), []byte(kind), b.opts.Timeout)
+	} else {
+		cctx, cancel := b.callCtx(ctx)
+		_, err = b.nc.RequestWithContext(cctx, string(r), []byte(kind))
+		cancel()
+	}
 	return b.wrap(kind, err)
 }
 
-// Ack implements queue.Backend: an acknowledgement the server confirms.
+// Ack implements queue.Backend with an acknowledgement the server
+// confirms (AckSync): a nil error means that the server has processed the
+// ack. Any other error (ErrUnavailable, a timeout, ctx's error) means the
+// outcome is unknown: the ack may or may not have reached the server, so
+// the message is either deleted or delivered again when its lease ends.
+// The receipt stays held until its lease ends, so the call may be
+// repeated. Acks from concurrent callers are pipelined on the connection
+// (one shared reply subscription), not serialized.
 func (b *Backend) Ack(ctx context.Context, name string, r queue.Receipt) error {
 	l, err := b.held(name, r, true)
 	if err != nil {
@@ -583,6 +531,7 @@ func (b *Backend) moveOne(ctx context.Context, q *qstate, m *nats.Msg) error {
 	if _, err := b.js.PublishMsg(cctx, out); err != nil {
 		return err
 	}
+	q.published(1 << level(pri))
 	_, err = b.nc.RequestWithContext(cctx, m.Reply, []byte("+ACK"))
 	return err
 }
@@ -678,6 +627,7 @@ func (b *Backend) Redrive(ctx context.Context, name string, ids []string) (int, 
 		if _, err := b.js.PublishMsg(cctx, out); err != nil {
 			return moved, b.wrap("redrive", err)
 		}
+		q.published(1 << level(dm.Priority))
 		if err := b.dead.DeleteMsg(cctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return moved, b.wrap("redrive", err)
 		}
