@@ -83,10 +83,11 @@ func (b *Budget) refill() {
 	b.last = now
 }
 
-// deposit credits one call.
+// deposit credits one call. It leaves the time's refill to the next
+// withdraw or Tokens, which gives the same count (both only add, up to
+// max) without reading the clock on every call.
 func (b *Budget) deposit() {
 	b.mu.Lock()
-	b.refill()
 	b.tokens = min(b.max, b.tokens+b.ratio)
 	b.mu.Unlock()
 }

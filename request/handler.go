@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-go/switchboard/internal/problem"
@@ -47,7 +48,9 @@ type HandlerOptions struct {
 	// MaxTimeout bounds the handler's deadline: the caller's deadline
 	// (TimeoutHeader) is capped at it, and a caller that sends none gets
 	// it. Default DefaultMaxTimeout (1 minute). Negative: no cap, and no
-	// deadline for a caller that sends none.
+	// deadline for a caller that sends none. The deadline's timer is
+	// made the first time the handler's context is asked for Done or
+	// Err; until then the deadline is a time.Time.
 	MaxTimeout time.Duration
 	// DeadlineMargin is taken off the caller's deadline, so the handler
 	// answers 504 before the caller gives up. Default
@@ -106,6 +109,9 @@ func NewHandler[Req, Resp any](fn func(ctx context.Context, req Req) (Resp, erro
 		o.Logger = slog.Default()
 	}
 	h.accept = contentTypes(o.Codecs)
+	for _, c := range o.Codecs {
+		h.contentType = append(h.contentType, []string{c.ContentType()})
+	}
 	return h
 }
 
@@ -113,21 +119,102 @@ type handler[Req, Resp any] struct {
 	HandlerOptions
 	fn     func(context.Context, Req) (Resp, error)
 	accept string // the supported media types, for 415 answers
+	// contentType holds the Content-Type header value of each codec,
+	// shared by every response: net/http and this package only ever
+	// replace a header's values, never write into them.
+	contentType [][]string
 }
 
-// serverCall is a handler's context: its request's, plus the request and
-// the response writer (one allocation where context.WithValue takes two).
+// serverCall is a handler's context: its request's, plus the request, the
+// response writer and the handler's deadline, in one allocation.
+//
+// The deadline costs nothing until somebody asks: a handler that never
+// calls Done or Err (nor derives a context that does) gets no timer, and
+// its request's context no child to register and remove. The first Done
+// or Err builds the timer-backed context that context.WithDeadline gives,
+// and from then on the serverCall answers through it. Once the handler
+// returned it is canceled, as a WithDeadline's cancel would leave it;
+// one first asked then (by a goroutine the handler left behind) reports
+// DeadlineExceeded if its deadline has passed by that time, Canceled if
+// not. Values that Cause and the context package's own bookkeeping look
+// up always follow Err or Done, so they see the built context too.
 type serverCall struct {
-	context.Context
-	r *http.Request
-	w http.ResponseWriter
+	parent   context.Context // the request's
+	r        *http.Request
+	w        http.ResponseWriter
+	deadline time.Time // zero: none, the request's context is the whole answer
+
+	built atomic.Bool // ctx is set; a load orders the reads of ctx after its writes
+	mu    sync.Mutex
+	ctx   context.Context    // guarded by mu until built
+	stop  context.CancelFunc // guarded by mu
+	ended bool               // guarded by mu: the handler returned
+}
+
+func (c *serverCall) Deadline() (time.Time, bool) {
+	if c.deadline.IsZero() {
+		return c.parent.Deadline()
+	}
+	return c.deadline, true
+}
+
+func (c *serverCall) Done() <-chan struct{} {
+	if c.deadline.IsZero() {
+		return c.parent.Done()
+	}
+	return c.timed().Done()
+}
+
+func (c *serverCall) Err() error {
+	if c.deadline.IsZero() {
+		return c.parent.Err()
+	}
+	return c.timed().Err()
 }
 
 func (c *serverCall) Value(key any) any {
 	if key == (serverCallKey{}) {
 		return c
 	}
-	return c.Context.Value(key)
+	if c.built.Load() {
+		return c.ctx.Value(key)
+	}
+	return c.parent.Value(key)
+}
+
+func (c *serverCall) String() string { return "request handler context" }
+
+// timed returns the timer-backed context, building it on first use.
+func (c *serverCall) timed() context.Context {
+	if c.built.Load() {
+		return c.ctx
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.built.Load() {
+		return c.ctx
+	}
+	c.ctx, c.stop = context.WithDeadline(c.parent, c.deadline)
+	if c.ended {
+		c.stop()
+	}
+	c.built.Store(true)
+	return c.ctx
+}
+
+// end cancels the context once the handler returned, as the cancel of a
+// context.WithDeadline would: now if it was built, once it is otherwise.
+func (c *serverCall) end() {
+	if c.deadline.IsZero() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.built.Load() {
+		c.stop()
+		return
+	}
+	c.ended = true
 }
 
 type serverCallKey struct{}
@@ -160,21 +247,17 @@ func ResponseHeader(ctx context.Context) http.Header {
 	return http.Header{}
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
 func (h *handler[Req, Resp]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var ctx context.Context = &serverCall{Context: r.Context(), r: r, w: w}
-	ctx, cancel, err := h.deadline(ctx, r)
-	if err != nil {
+	sc := &serverCall{parent: r.Context(), r: r, w: w}
+	if err := h.deadline(sc, r); err != nil {
 		h.writeError(w, r, r.Context(), err)
 		return
 	}
-	if cancel != nil {
-		defer cancel()
-	}
+	defer sc.end()
+	var ctx context.Context = sc
 
-	out := negotiate(h.Codecs, r.Header.Get("Accept"))
-	if out == nil {
+	outIdx := negotiate(h.Codecs, r.Header.Get("Accept"))
+	if outIdx < 0 {
 		h.writeError(w, r, ctx, withStatus(http.StatusNotAcceptable, InvalidArgument,
 			"no acceptable response type; this endpoint answers with "+h.accept))
 		return
@@ -195,23 +278,25 @@ func (h *handler[Req, Resp]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, ctx, err)
 		return
 	}
-	body, err := out.Marshal(resp)
+	body, enc, err := encode(h.Codecs[outIdx], resp)
 	if err != nil {
 		h.writeError(w, r, ctx, fmt.Errorf("encoding the response: %w", err))
 		return
 	}
-	w.Header()["Content-Type"] = []string{out.ContentType()}
+	w.Header()["Content-Type"] = h.contentType[outIdx]
 	w.WriteHeader(h.Status)
 	_, _ = w.Write(body)
+	enc.release()
 }
 
-// deadline applies the caller's TimeoutHeader, capped at MaxTimeout.
-func (h *handler[Req, Resp]) deadline(ctx context.Context, r *http.Request) (context.Context, context.CancelFunc, error) {
+// deadline sets sc's deadline: the caller's TimeoutHeader, capped at
+// MaxTimeout, or the request context's own when that is sooner.
+func (h *handler[Req, Resp]) deadline(sc *serverCall, r *http.Request) error {
 	d := h.MaxTimeout
 	if v := r.Header.Get(TimeoutHeader); v != "" {
 		ms, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || ms < 0 {
-			return nil, nil, Errorf(InvalidArgument, "header %s: want whole milliseconds, got %q", TimeoutHeader, v)
+			return Errorf(InvalidArgument, "header %s: want whole milliseconds, got %q", TimeoutHeader, v)
 		}
 		asked := time.Duration(ms)*time.Millisecond - h.DeadlineMargin
 		if ms > int64(24*time.Hour/time.Millisecond) {
@@ -222,13 +307,16 @@ func (h *handler[Req, Resp]) deadline(ctx context.Context, r *http.Request) (con
 		}
 	}
 	if d < 0 && h.MaxTimeout < 0 && r.Header.Get(TimeoutHeader) == "" {
-		return ctx, nil, nil
+		return nil
 	}
 	if d <= 0 {
-		return nil, nil, &Error{Code: DeadlineExceeded, Message: "the caller's deadline leaves no time to answer"}
+		return &Error{Code: DeadlineExceeded, Message: "the caller's deadline leaves no time to answer"}
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
-	return ctx, cancel, nil
+	sc.deadline = time.Now().Add(d)
+	if pd, ok := sc.parent.Deadline(); ok && pd.Before(sc.deadline) {
+		sc.deadline = pd
+	}
+	return nil
 }
 
 // decode reads and unmarshals the body into req, bounded by MaxBodyBytes.
@@ -248,14 +336,8 @@ func (h *handler[Req, Resp]) decode(w http.ResponseWriter, r *http.Request, req 
 	if r.ContentLength > h.MaxBodyBytes {
 		return tooLarge(h.MaxBodyBytes)
 	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 4*DefaultMaxBodyBytes {
-			buf.Reset()
-			bufPool.Put(buf)
-		}
-	}()
-	buf.Reset()
+	buf := getBuffer()
+	defer putBuffer(buf)
 	n, err := readLimited(buf, r.Body, h.MaxBodyBytes)
 	if err != nil {
 		return Errorf(InvalidArgument, "reading the body: %v", err)
@@ -331,6 +413,12 @@ func (h *handler[Req, Resp]) call(ctx context.Context, r *http.Request, req Req)
 	if len(h.Interceptors) == 0 {
 		return h.fn(ctx, req)
 	}
+	return h.intercepted(ctx, r, req)
+}
+
+// intercepted runs fn through the interceptors. It is call's other half,
+// so that a handler without interceptors does not pay for the closure.
+func (h *handler[Req, Resp]) intercepted(ctx context.Context, r *http.Request, req Req) (resp Resp, err error) {
 	info := &CallInfo{Side: ServerSide, Method: r.Method, Path: r.URL.Path, Pattern: r.Pattern, Header: r.Header, Request: req, Status: h.Status}
 	err = chain(h.Interceptors, info, func(ctx context.Context) error {
 		var err error
