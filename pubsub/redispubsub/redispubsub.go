@@ -369,9 +369,12 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], ARGV[2], '*', 'e', epo
 redis.call('HSET', KEYS[2], 'last', id)
 local age = tonumber(ARGV[4])
 if age > 0 then
-  local t = redis.call('TIME')
-  local minid = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
-  redis.call('XTRIM', KEYS[1], 'MINID', ARGV[3], string.format('%d', minid))
+  -- The new id's milliseconds are Redis's clock. Trim by age once per
+  -- millisecond (at the first entry of each), not on every entry.
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if seq == '0' then
+    redis.call('XTRIM', KEYS[1], 'MINID', ARGV[3], string.format('%d', tonumber(ms) - age))
+  end
 end
 return {epoch, id}
 `)
