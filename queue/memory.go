@@ -70,22 +70,32 @@ type MemoryOptions struct {
 // message that becomes visible again (nacked, its lease passed, its delay
 // due) keeps its place in line, so it waits in a heap ordered by priority
 // then enqueue order, and a receive takes the better of the two heads.
-// Delayed and leased messages wait in a heap ordered by when they become
-// visible, which a receive checks first. Waiting receivers sleep on their
+// Leases wait in a ring in the order they end, since leases taken later
+// with the same duration end later: a receive records its batch's leases
+// and an ack drops one in O(1) (an ended record is skipped when it reaches
+// the head). Delayed messages, extended leases and any lease that ends
+// before the last one recorded wait in a heap ordered by when they become
+// visible. A receive checks both first. Waiting receivers sleep on their
 // own channel and are woken first come first, as many as the messages made
 // visible need (each counts for its Max); one timer per queue, armed only
 // while receivers wait, wakes them when a delay or a lease ends.
 //
 // Memory a queue keeps beyond its messages: the slot table grows to the
 // queue's largest depth (16 bytes a slot) and is given back when the queue
-// empties; the rings shrink as they drain.
+// empties; the rings shrink as they drain, and the lease ring is compacted
+// when ended records make it more than twice the leases held plus 1024.
+// Acks on the wall clock check the lease against the monotonic clock
+// alone, which costs half a full reading.
 //
 // All methods are safe for concurrent use.
 type Memory struct {
 	cfg   MemoryOptions
 	clock clock.Clock
-	ids   ids.Generator
-	done  chan struct{} // closed by Close
+	// real is set when clock is the wall clock: a lease is then checked
+	// against the monotonic clock alone (time.Until), half the cost of Now.
+	real bool
+	ids  ids.Generator
+	done chan struct{} // closed by Close
 	// token is the last lease token handed out. Tokens are unique across
 	// the backend's queues, and start at random so that a receipt of an
 	// earlier backend (before a restart) does not hold a message of this one.
@@ -97,6 +107,9 @@ type Memory struct {
 
 	closed atomic.Bool // set once, under mu
 	queues sync.Map    // name → *memQueue; stored under mu
+	// last is the queue used last, found without hashing its name by the
+	// calls that follow on the same queue (the common case).
+	last atomic.Pointer[memQueue]
 
 	mu      sync.Mutex
 	nqueues int // guarded by mu
@@ -129,6 +142,7 @@ func NewMemory(opts MemoryOptions) *Memory {
 		clock: clock.Or(opts.Clock),
 		done:  make(chan struct{}),
 	}
+	_, m.real = m.clock.(clock.Real)
 	m.token.Store(rand.Uint64())
 	return m
 }
@@ -162,8 +176,13 @@ func (m *Memory) queue(name string) (*memQueue, error) {
 	if m.closed.Load() {
 		return nil, ErrClosed
 	}
+	if q := m.last.Load(); q != nil && q.name == name {
+		return q, nil
+	}
 	if v, ok := m.queues.Load(name); ok {
-		return v.(*memQueue), nil
+		q := v.(*memQueue)
+		m.last.Store(q)
+		return q, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -176,7 +195,7 @@ func (m *Memory) queue(name string) (*memQueue, error) {
 	if m.nqueues >= m.cfg.MaxQueues {
 		return nil, ErrTooManyQueues
 	}
-	q := &memQueue{m: m, deadByID: make(map[string]*entry), dedup: make(map[string]dedupRec)}
+	q := &memQueue{m: m, name: name, deadByID: make(map[string]*entry), dedup: make(map[string]dedupRec)}
 	m.queues.Store(name, q)
 	m.nqueues++
 	return q, nil
@@ -207,6 +226,7 @@ type entry struct {
 	token      uint64    // the lease's token; part of the receipt
 	slot       int       // position in the slot table while ready, delayed or leased
 	index      int       // position in the later or timed heap
+	inRing     bool      // leased, its lease recorded in the queue's lease ring
 	deadSeq    uint64
 	deadAt     time.Time
 }
@@ -227,7 +247,8 @@ type fifoRec struct {
 }
 
 type memQueue struct {
-	m *Memory
+	m    *Memory
+	name string
 
 	mu     sync.Mutex
 	closed bool   // guarded by mu
@@ -248,19 +269,35 @@ type memQueue struct {
 	later   laterHeap
 	visible int // in fresh and later; guarded by mu
 
-	timed    timedHeap         // delayed and leased; guarded by mu
-	leased   int               // guarded by mu
-	fifo     ring[fifoRec]     // live entries in queuedAt order, plus departed ones not yet skipped; guarded by mu
-	dead     []*entry          // in deadSeq order; guarded by mu
-	deadByID map[string]*entry // guarded by mu
-	deadSeq  uint64            // guarded by mu
-	dedup    map[string]dedupRec
-	dedupQ   []dedupKey // keys in expiry order (the window is fixed); guarded by mu
-	waiters  []*waiter  // receivers waiting, first come first woken; guarded by mu
-	timer    clock.Timer
-	timerAt  time.Time // when timer fires; zero when disarmed; guarded by mu
+	timed timedHeap // delayed, and leased outside the lease ring; guarded by mu
+	// leases holds, in the order they end, the leases that ended no
+	// earlier than the one recorded before them (those of one receive,
+	// and of receives with the same lease, in practice all of them), plus
+	// ended records not yet skipped; its head is always a live record.
+	// ringLive counts the live ones, leaseTail is when the last recorded
+	// one ends. Guarded by mu.
+	leases    ring[leaseRec]
+	ringLive  int
+	leaseTail time.Time
+	leased    int               // guarded by mu
+	fifo      ring[fifoRec]     // live entries in queuedAt order, plus departed ones not yet skipped; guarded by mu
+	dead      []*entry          // in deadSeq order; guarded by mu
+	deadByID  map[string]*entry // guarded by mu
+	deadSeq   uint64            // guarded by mu
+	dedup     map[string]dedupRec
+	dedupQ    []dedupKey // keys in expiry order (the window is fixed); guarded by mu
+	waiters   []*waiter  // receivers waiting, first come first woken; guarded by mu
+	timer     clock.Timer
+	timerAt   time.Time // when timer fires; zero when disarmed; guarded by mu
 
 	processed, failed, retried, deadDropped uint64 // guarded by mu
+}
+
+// leaseRec is a lease in the lease ring: the entry in slot, if it is
+// still leased with token and recorded in the ring.
+type leaseRec struct {
+	slot  int
+	token uint64
 }
 
 type dedupKey struct {
@@ -391,6 +428,7 @@ func (q *memQueue) forget(e *entry) {
 			q.slots, q.free = q.slots[:0], q.free[:0]
 		}
 		q.fifo.clear()
+		q.leases.clear()
 		return
 	}
 	q.free = append(q.free, e.slot)
@@ -482,15 +520,91 @@ func (q *memQueue) expireDedup(now time.Time) {
 // promote makes visible every delayed or leased message that is due.
 func (q *memQueue) promote(now time.Time) int {
 	n := 0
-	for len(q.timed) > 0 && !q.timed[0].at.After(now) {
-		e := q.timed.pop()
+	for {
+		var e *entry
+		switch {
+		case len(q.timed) > 0 && !q.timed[0].at.After(now):
+			e = q.timed.pop()
+		case q.leases.len() > 0 && !q.slots[q.leases.peek().slot].at.After(now):
+			e = q.slots[q.leases.pop().slot]
+			e.inRing = false
+			q.ringLive--
+			q.skipLeases()
+		default:
+			return n
+		}
 		if e.state == stateLeased {
 			q.leased--
 		}
 		q.pushLater(e)
 		n++
 	}
-	return n
+}
+
+// pushLease records the lease of e, leased until e.at: in the lease ring
+// when it ends no earlier than the last one recorded there (O(1)),
+// otherwise in the timed heap. q.mu is held.
+func (q *memQueue) pushLease(e *entry) {
+	if q.leases.len() > 0 && e.at.Before(q.leaseTail) {
+		q.timed.push(e)
+		return
+	}
+	q.leases.push(leaseRec{slot: e.slot, token: e.token})
+	e.inRing = true
+	q.ringLive++
+	q.leaseTail = e.at
+}
+
+// unlease takes the lease of e, leased, out of the ring or the heap that
+// holds it. q.mu is held.
+func (q *memQueue) unlease(e *entry) {
+	if !e.inRing {
+		q.timed.remove(e.index)
+		return
+	}
+	e.inRing = false
+	q.ringLive--
+	q.skipLeases()
+}
+
+func (q *memQueue) isLiveLease(r leaseRec) bool {
+	if r.slot >= len(q.slots) {
+		return false
+	}
+	e := q.slots[r.slot]
+	return e != nil && e.inRing && e.token == r.token && e.state == stateLeased
+}
+
+// skipLeases drops ended records at the head of the lease ring, and
+// compacts it when ended records elsewhere make it more than twice the
+// live count, so that it stays bounded by the leases held. q.mu is held.
+func (q *memQueue) skipLeases() {
+	for q.leases.len() > 0 && !q.isLiveLease(q.leases.peek()) {
+		q.leases.pop()
+	}
+	if q.leases.len() > 2*q.ringLive+1024 {
+		var kept ring[leaseRec]
+		for i := range q.leases.len() {
+			if r := q.leases.at(i); q.isLiveLease(r) {
+				kept.push(r)
+			}
+		}
+		q.leases = kept
+	}
+}
+
+// nextDue returns when the next delayed or leased message becomes
+// visible; ok is false when there is none. q.mu is held.
+func (q *memQueue) nextDue() (at time.Time, ok bool) {
+	if len(q.timed) > 0 {
+		at, ok = q.timed[0].at, true
+	}
+	if q.leases.len() > 0 {
+		if r := q.slots[q.leases.peek().slot].at; !ok || r.Before(at) {
+			at, ok = r, true
+		}
+	}
+	return at, ok
 }
 
 // wake wakes waiting receivers, first come first, for n messages made
@@ -510,10 +624,13 @@ func (q *memQueue) wake(n int) {
 // armTimer makes sure that, while receivers wait, the queue's timer fires
 // when the next delayed or leased message becomes visible.
 func (q *memQueue) armTimer(now time.Time) {
-	if len(q.waiters) == 0 || len(q.timed) == 0 || q.closed {
+	if len(q.waiters) == 0 || q.closed {
 		return
 	}
-	at := q.timed[0].at
+	at, ok := q.nextDue()
+	if !ok {
+		return
+	}
 	if !q.timerAt.IsZero() && !at.Before(q.timerAt) {
 		return
 	}
@@ -652,7 +769,7 @@ func (q *memQueue) take(now time.Time, opts ReceiveOptions) []Delivery {
 		e.token = first + uint64(i) + 1
 		e.state, e.at = stateLeased, until
 		q.leased++
-		q.timed.push(e)
+		q.pushLease(e)
 		rb.Write(appendReceipt(buf[:0], e.token, e.slot))
 		ds[i] = Delivery{
 			ID: e.id, Body: e.body, Header: e.header, Priority: e.priority,
@@ -737,8 +854,9 @@ func parseBase32(s string) (uint64, bool) {
 }
 
 // leased finds the entry a receipt holds, with q.mu held, or fails with
-// ErrStaleReceipt.
-func (m *Memory) leased(name string, r Receipt) (*memQueue, *entry, time.Time, error) {
+// ErrStaleReceipt. It returns the clock's time when wantNow, else the zero
+// time.
+func (m *Memory) leased(name string, r Receipt, wantNow bool) (*memQueue, *entry, time.Time, error) {
 	token, slot, err := parseReceipt(r)
 	if err != nil {
 		return nil, nil, time.Time{}, err
@@ -752,37 +870,48 @@ func (m *Memory) leased(name string, r Receipt) (*memQueue, *entry, time.Time, e
 		q.mu.Unlock()
 		return nil, nil, time.Time{}, ErrClosed
 	}
-	now := m.clock.Now()
 	var e *entry
 	if 0 <= slot && slot < len(q.slots) {
 		e = q.slots[slot]
 	}
-	if e == nil || e.state != stateLeased || e.token != token || !now.Before(e.at) {
+	var now time.Time
+	if e == nil || e.state != stateLeased || e.token != token || m.leaseEnded(e.at, wantNow, &now) {
 		q.mu.Unlock()
 		return nil, nil, time.Time{}, ErrStaleReceipt
 	}
 	return q, e, now, nil
 }
 
+// leaseEnded reports whether a lease until at has ended, setting *now to
+// the clock's time when wantNow (or when the clock is not the wall clock).
+func (m *Memory) leaseEnded(at time.Time, wantNow bool, now *time.Time) bool {
+	if m.real && !wantNow {
+		return time.Until(at) <= 0
+	}
+	*now = m.clock.Now()
+	return !now.Before(at)
+}
+
 // Extend implements Backend.
 func (m *Memory) Extend(_ context.Context, name string, r Receipt, lease time.Duration) error {
-	q, e, now, err := m.leased(name, r)
+	q, e, now, err := m.leased(name, r, true)
 	if err != nil {
 		return err
 	}
+	q.unlease(e)
 	e.at = now.Add(lease)
-	q.timed.fix(e.index)
+	q.timed.push(e)
 	q.mu.Unlock()
 	return nil
 }
 
 // Ack implements Backend.
 func (m *Memory) Ack(_ context.Context, name string, r Receipt) error {
-	q, e, _, err := m.leased(name, r)
+	q, e, _, err := m.leased(name, r, false)
 	if err != nil {
 		return err
 	}
-	q.timed.remove(e.index)
+	q.unlease(e)
 	q.leased--
 	q.processed++
 	q.forget(e)
@@ -794,17 +923,17 @@ func (m *Memory) Ack(_ context.Context, name string, r Receipt) error {
 
 // Nack implements Backend.
 func (m *Memory) Nack(_ context.Context, name string, r Receipt, delay time.Duration, lastErr string) error {
-	q, e, now, err := m.leased(name, r)
+	q, e, now, err := m.leased(name, r, true)
 	if err != nil {
 		return err
 	}
 	defer q.mu.Unlock()
 	q.failed++
 	q.leased--
+	q.unlease(e)
 	e.lastErr = lastErr
 	e.token = 0
 	if delay <= 0 {
-		q.timed.remove(e.index)
 		q.pushLater(e)
 		if !q.paused {
 			q.wake(1)
@@ -812,21 +941,21 @@ func (m *Memory) Nack(_ context.Context, name string, r Receipt, delay time.Dura
 		return nil
 	}
 	e.state, e.at = stateDelayed, now.Add(delay)
-	q.timed.fix(e.index)
+	q.timed.push(e)
 	q.armTimer(now)
 	return nil
 }
 
 // DeadLetter implements Backend.
 func (m *Memory) DeadLetter(_ context.Context, name string, r Receipt, lastErr string) error {
-	q, e, now, err := m.leased(name, r)
+	q, e, now, err := m.leased(name, r, true)
 	if err != nil {
 		return err
 	}
 	defer q.mu.Unlock()
 	q.failed++
 	q.leased--
-	q.timed.remove(e.index)
+	q.unlease(e)
 	q.forget(e)
 	e.state = stateDead
 	e.lastErr = lastErr
@@ -967,7 +1096,7 @@ func (m *Memory) Stats(_ context.Context, name string) (Stats, error) {
 	now := m.clock.Now()
 	q.promote(now)
 	s := Stats{
-		Depth: q.visible, InFlight: q.leased, Delayed: len(q.timed) - q.leased, Dead: len(q.dead),
+		Depth: q.visible, InFlight: q.leased, Delayed: len(q.timed) + q.ringLive - q.leased, Dead: len(q.dead),
 		Processed: q.processed, Failed: q.failed, Retried: q.retried, DeadDropped: q.deadDropped,
 		Paused: q.paused,
 	}

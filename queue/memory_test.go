@@ -304,3 +304,87 @@ func TestMemoryManyMessagesAckedOutOfOrder(t *testing.T) {
 	assert.Zero(t, st.OldestAge)
 	assert.Equal(t, uint64(n+1), st.Processed)
 }
+
+// Leases end when they should whatever order they were taken in: a
+// shorter lease taken after a longer one, an extended one, and one held
+// while many others come and go.
+func TestMemoryLeasesEndInTheirOwnTime(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		run  func(t *testing.T, clk *clock.Fake, m *queue.Memory)
+	}{
+		{"a shorter lease taken after a longer one ends first", func(t *testing.T, clk *clock.Fake, m *queue.Memory) {
+			enqueue(t, m, "long", "short")
+			long := receive(t, m, 1, time.Minute)
+			short := receive(t, m, 1, 10*time.Second)
+			clk.Advance(10 * time.Second)
+			assert.Equal(t, []string{"short"}, bodiesOf(receive(t, m, 10, time.Hour)))
+			assert.ErrorIs(t, m.Ack(ctx, "q", short[0].Receipt), queue.ErrStaleReceipt)
+			require.NoError(t, m.Ack(ctx, "q", long[0].Receipt))
+		}},
+		{"an extended lease outlives the ones taken after it", func(t *testing.T, clk *clock.Fake, m *queue.Memory) {
+			enqueue(t, m, "a", "b")
+			a := receive(t, m, 1, 10*time.Second)
+			b := receive(t, m, 1, 20*time.Second)
+			require.NoError(t, m.Extend(ctx, "q", a[0].Receipt, time.Minute))
+			clk.Advance(20 * time.Second)
+			assert.Equal(t, []string{"b"}, bodiesOf(receive(t, m, 10, time.Hour)))
+			assert.ErrorIs(t, m.Ack(ctx, "q", b[0].Receipt), queue.ErrStaleReceipt)
+			require.NoError(t, m.Ack(ctx, "q", a[0].Receipt))
+		}},
+		{"a lease held while thousands are acked still ends", func(t *testing.T, clk *clock.Fake, m *queue.Memory) {
+			enqueue(t, m, "held")
+			held := receive(t, m, 1, time.Minute)
+			for i := range 5000 {
+				enqueue(t, m, strconv.Itoa(i))
+				ds := receive(t, m, 1, time.Minute)
+				require.NoError(t, m.Ack(ctx, "q", ds[0].Receipt))
+			}
+			st, err := m.Stats(ctx, "q")
+			require.NoError(t, err)
+			assert.Equal(t, 1, st.InFlight)
+			assert.Equal(t, 0, st.Delayed)
+			clk.Advance(time.Minute)
+			assert.Equal(t, []string{"held"}, bodiesOf(receive(t, m, 10, time.Minute)))
+			assert.ErrorIs(t, m.Ack(ctx, "q", held[0].Receipt), queue.ErrStaleReceipt)
+		}},
+		{"a nacked lease leaves the ring and comes back after its delay", func(t *testing.T, clk *clock.Fake, m *queue.Memory) {
+			enqueue(t, m, "a", "b")
+			ds := receive(t, m, 2, time.Minute)
+			require.NoError(t, m.Nack(ctx, "q", ds[0].Receipt, 5*time.Second, "again"))
+			st, err := m.Stats(ctx, "q")
+			require.NoError(t, err)
+			assert.Equal(t, 1, st.InFlight)
+			assert.Equal(t, 1, st.Delayed)
+			clk.Advance(5 * time.Second)
+			assert.Equal(t, []string{"a"}, bodiesOf(receive(t, m, 10, time.Minute)))
+			require.NoError(t, m.Ack(ctx, "q", ds[1].Receipt))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := clock.NewFake(time.Unix(0, 0))
+			m := queue.NewMemory(queue.MemoryOptions{Clock: clk})
+			defer m.Close()
+			tt.run(t, clk, m)
+		})
+	}
+}
+
+func enqueue(t *testing.T, m *queue.Memory, bodies ...string) {
+	t.Helper()
+	msgs := make([]queue.Message, len(bodies))
+	for i, b := range bodies {
+		msgs[i] = queue.Message{Body: []byte(b)}
+	}
+	_, err := m.Enqueue(context.Background(), "q", msgs)
+	require.NoError(t, err)
+}
+
+func receive(t *testing.T, m *queue.Memory, maxN int, lease time.Duration) []queue.Delivery {
+	t.Helper()
+	ds, err := m.Receive(context.Background(), "q", queue.ReceiveOptions{Max: maxN, Lease: lease})
+	require.NoError(t, err)
+	return ds
+}
