@@ -82,7 +82,8 @@ type MemoryOptions struct {
 //
 // Memory a queue keeps beyond its messages: the slot table grows to the
 // queue's largest depth (16 bytes a slot) and is given back when the queue
-// empties; the rings shrink as they drain, and the lease ring is compacted
+// empties; up to 1024 entries of acked messages (about 200 KiB) are kept
+// for the next enqueues to reuse (more go to a sync.Pool); the rings shrink as they drain, and the lease ring is compacted
 // when ended records make it more than twice the leases held plus 1024.
 // Acks on the wall clock check the lease against the monotonic clock
 // alone, which costs half a full reading.
@@ -96,14 +97,13 @@ type Memory struct {
 	real bool
 	ids  ids.Generator
 	done chan struct{} // closed by Close
+	// entries recycles the entries of acked messages past a queue's
+	// maxSpare, which nothing references once acked.
+	entries sync.Pool
 	// token is the last lease token handed out. Tokens are unique across
 	// the backend's queues, and start at random so that a receipt of an
 	// earlier backend (before a restart) does not hold a message of this one.
 	token atomic.Uint64
-
-	// entries recycles the entries of acked messages, which nothing
-	// references once acked.
-	entries sync.Pool
 
 	closed atomic.Bool // set once, under mu
 	queues sync.Map    // name → *memQueue; stored under mu
@@ -236,6 +236,11 @@ type dedupRec struct {
 	expires time.Time
 }
 
+// maxSpare bounds the entries a queue keeps for reuse (about 200 bytes
+// each): past it, the entry of an acked message goes to the backend's
+// sync.Pool, which the collector may empty.
+const maxSpare = 1024
+
 // levels is the number of priorities, each with its own ring.
 const levels = MaxPriority - MinPriority + 1
 
@@ -260,6 +265,9 @@ type memQueue struct {
 	slots []*entry
 	free  []int
 	live  int // entries in slots; guarded by mu
+	// spare holds, for reuse by Enqueue, up to maxSpare entries of acked
+	// messages, which nothing references once acked. Guarded by mu.
+	spare []*entry
 
 	// Visible messages: fresh[p] holds, in enqueue order, those of priority
 	// MinPriority+p never made visible again; later holds the rest. bits
@@ -371,11 +379,9 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 		}
 		res[i] = EnqueueResult{ID: id}
 		q.seq++
-		e, _ := m.entries.Get().(*entry)
-		if e == nil {
-			e = new(entry)
-		}
-		*e = entry{id: id, body: msg.Body, header: msg.Header, priority: msg.Priority, seq: q.seq, enqueuedAt: now, queuedAt: now}
+		e := q.newEntry()
+		e.id, e.body, e.header, e.priority = id, msg.Body, msg.Header, msg.Priority
+		e.seq, e.enqueuedAt, e.queuedAt = q.seq, now, now
 		q.place(e)
 		at := msg.RunAt
 		if msg.Delay > 0 {
@@ -396,6 +402,25 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 	q.wake(woken)
 	q.armTimer(now)
 	return res, nil
+}
+
+// newEntry returns a spare entry, or a new one. The fields a message
+// carries from one state to the next (attempts, lastErr, token, inRing)
+// are reset; the caller sets the message's own and its state; the rest
+// are set by the state that uses them. q.mu is held.
+func (q *memQueue) newEntry() *entry {
+	n := len(q.spare)
+	if n == 0 {
+		if e, _ := q.m.entries.Get().(*entry); e != nil {
+			return e // zeroed when put
+		}
+		return new(entry)
+	}
+	e := q.spare[n-1]
+	q.spare[n-1] = nil
+	q.spare = q.spare[:n-1]
+	e.attempts, e.lastErr, e.token, e.inRing = 0, "", 0, false
+	return e
 }
 
 // place puts e, with its seq set, in a free slot. q.mu is held.
@@ -915,8 +940,14 @@ func (m *Memory) Ack(_ context.Context, name string, r Receipt) error {
 	q.leased--
 	q.processed++
 	q.forget(e)
+	if len(q.spare) < maxSpare {
+		e.id, e.body, e.header, e.lastErr = "", nil, nil, "" // let go of the message
+		q.spare = append(q.spare, e)
+		q.mu.Unlock()
+		return nil
+	}
 	q.mu.Unlock()
-	*e = entry{} // let go of the body and header
+	*e = entry{}
 	m.entries.Put(e)
 	return nil
 }
