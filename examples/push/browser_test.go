@@ -5,96 +5,23 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/switchboard-go/switchboard/internal/browsertest"
 	"github.com/switchboard-go/switchboard/pubsub"
 	"github.com/switchboard-go/switchboard/push"
 )
-
-// dropper wraps the WebSocket handler so the test can drop the page's
-// connection (by canceling the request's context, which ends the hub's
-// Serve without a close handshake, as a network failure would) and hold
-// the page's next connection until the test lets it through.
-type dropper struct {
-	h http.Handler
-
-	mu       sync.Mutex
-	cancel   context.CancelFunc // ends the current connection; guarded by mu
-	returned chan struct{}      // closed when its handler returns; guarded by mu
-	gate     chan struct{}      // when not nil, connections wait for it; guarded by mu
-}
-
-func (d *dropper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	d.mu.Lock()
-	gate := d.gate
-	d.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-r.Context().Done():
-			return
-		}
-	}
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	returned := make(chan struct{})
-	defer close(returned)
-	d.mu.Lock()
-	d.cancel, d.returned = cancel, returned
-	d.mu.Unlock()
-	d.h.ServeHTTP(w, r.WithContext(ctx))
-}
-
-// drop ends the connection in flight and holds the next one until release.
-func (d *dropper) drop(t *testing.T, ctx context.Context) (release func()) {
-	t.Helper()
-	d.mu.Lock()
-	cancel, returned := d.cancel, d.returned
-	gate := make(chan struct{})
-	d.gate = gate
-	d.mu.Unlock()
-	cancel()
-	select {
-	case <-returned:
-	case <-ctx.Done():
-		t.Fatal("the connection's handler did not return")
-	}
-	return func() {
-		d.mu.Lock()
-		d.gate = nil
-		d.mu.Unlock()
-		close(gate)
-	}
-}
-
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("no chromium or chromium-browser in PATH; CI must have one (apt-get install chromium)")
-	}
-	t.Skip("no chromium or chromium-browser in PATH: install Chromium to run the browser test")
-	return ""
-}
 
 // TestBrowserChat drives the example page in headless Chromium: it
 // subscribes, receives published messages in order, says something that
 // reaches another connection, and after the server drops it, reconnects and
 // receives exactly what it missed.
 func TestBrowserChat(t *testing.T) {
-	browserPath := chromium(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 
@@ -104,7 +31,7 @@ func TestBrowserChat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws := &dropper{h: push.NewHandler(hub, push.Authenticate(user))}
+	ws := &browsertest.Cutter{Handler: push.NewHandler(hub, push.Authenticate(user))}
 	srv := httptest.NewServer(routes(broker, ws))
 	defer srv.Close()
 	defer func() {
@@ -123,18 +50,7 @@ func TestBrowserChat(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(browserPath),
-		chromedp.Headless,
-		chromedp.NoSandbox, // the tests may run as root, where the sandbox refuses to start
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
+	allocCtx, allocCancel := browsertest.Allocator(ctx, t)
 	defer allocCancel()
 	browserCtx, browserCancel := chromedp.NewContext(allocCtx)
 	defer browserCancel()
@@ -169,7 +85,7 @@ func TestBrowserChat(t *testing.T) {
 	publishBurst(0)
 	waitFor(t, browserCtx, fmt.Sprintf("window.got.length >= %d", len(published)))
 
-	release := ws.drop(t, ctx)
+	release := ws.Cut(t, ctx)
 	publishBurst(1) // while the page is away
 	release()
 	waitFor(t, browserCtx, "window.opens >= 2")

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchboard-go/switchboard/internal/browsertest"
 	"github.com/switchboard-go/switchboard/internal/enginetest"
 	"github.com/switchboard-go/switchboard/pubsub"
 	"github.com/switchboard-go/switchboard/pubsub/pgpubsub"
@@ -34,14 +34,14 @@ import (
 // each).
 
 func TestBrowserMemory(t *testing.T) {
-	browserPath := chromium(t)
+	browsertest.Path(t)
 	cfg := testConfig(t)
 	a := startNode(t, cfg, "127.0.0.1:0")
-	drive(t, browserPath, a, a)
+	drive(t, a, a)
 }
 
 func TestBrowserPostgres(t *testing.T) {
-	browserPath := chromium(t)
+	browsertest.Path(t)
 	cfg := testConfig(t)
 	cfg.postgres = enginetest.PostgresURL(t)
 	t.Cleanup(func() {
@@ -53,11 +53,11 @@ func TestBrowserPostgres(t *testing.T) {
 			db.Close()
 		}
 	})
-	drive(t, browserPath, startNode(t, cfg, "127.0.0.1:0"), startNode(t, cfg, "127.0.0.1:0"))
+	drive(t, startNode(t, cfg, "127.0.0.1:0"), startNode(t, cfg, "127.0.0.1:0"))
 }
 
 func TestBrowserRedis(t *testing.T) {
-	browserPath := chromium(t)
+	browsertest.Path(t)
 	cfg := testConfig(t)
 	cfg.redis = enginetest.RedisURL(t)
 	t.Cleanup(func() {
@@ -78,11 +78,11 @@ func TestBrowserRedis(t *testing.T) {
 			_ = c.Del(ctx, keys...).Err()
 		}
 	})
-	drive(t, browserPath, startNode(t, cfg, "127.0.0.1:0"), startNode(t, cfg, "127.0.0.1:0"))
+	drive(t, startNode(t, cfg, "127.0.0.1:0"), startNode(t, cfg, "127.0.0.1:0"))
 }
 
 func TestBrowserNATS(t *testing.T) {
-	browserPath := chromium(t)
+	browsertest.Path(t)
 	cfg := testConfig(t)
 	cfg.nats = enginetest.NATSURL(t)
 	t.Cleanup(func() {
@@ -106,7 +106,7 @@ func TestBrowserNATS(t *testing.T) {
 			_ = js.DeleteKeyValue(ctx, qns+b)
 		}
 	})
-	drive(t, browserPath, startNode(t, cfg, "127.0.0.1:0"), startNode(t, cfg, "127.0.0.1:0"))
+	drive(t, startNode(t, cfg, "127.0.0.1:0"), startNode(t, cfg, "127.0.0.1:0"))
 }
 
 // testConfig is a fast showcase in a namespace of its own.
@@ -219,22 +219,10 @@ func (n *node) url(name string) string { return "http://" + n.addr + "/?name=" +
 
 // drive runs the person's script: ann's page on a, bob's on b (the same
 // node on memory, two nodes sharing the engine otherwise).
-func drive(t *testing.T, browserPath string, a, b *node) {
+func drive(t *testing.T, a, b *node) {
 	ctx, cancel := context.WithTimeout(context.Background(), 80*time.Second)
 	defer cancel()
-	allocCtx, allocCancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(browserPath),
-		chromedp.Headless,
-		chromedp.NoSandbox, // the tests may run as root, where the sandbox refuses to start
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.WindowSize(1500, 1250),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
+	allocCtx, allocCancel := browsertest.Allocator(ctx, t, chromedp.WindowSize(1500, 1250))
 	defer allocCancel()
 	ann, annCancel := chromedp.NewContext(allocCtx)
 	defer annCancel()
@@ -375,22 +363,6 @@ func drive(t *testing.T, browserPath string, a, b *node) {
 	if err := chromedp.Cancel(ann); err != nil {
 		t.Errorf("closing the browser: %v", err)
 	}
-}
-
-// chromium finds the browser, skipping the test when there is none (but
-// failing under CI=true, where a skip would hide that nothing ran).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser"} {
-		if path, err := exec.LookPath(name); err == nil {
-			return path
-		}
-	}
-	if enginetest.InCI() {
-		t.Fatal("no chromium or chromium-browser in PATH; CI must have one (apt-get install chromium)")
-	}
-	t.Skip("no chromium or chromium-browser in PATH: install Chromium to run the browser test")
-	return ""
 }
 
 func act(t *testing.T, ctx context.Context, a chromedp.Action[chromedp.Void]) {
