@@ -16,6 +16,7 @@ import (
 
 	"github.com/switchboard-go/switchboard/internal/backoff"
 	"github.com/switchboard-go/switchboard/internal/ids"
+	"github.com/switchboard-go/switchboard/internal/wire"
 	"github.com/switchboard-go/switchboard/pubsub"
 )
 
@@ -265,73 +266,27 @@ const (
 // ID, a uvarint count of header pairs, each key and value uvarint-prefixed,
 // then the data to the end.
 func encode(m *pubsub.Message) []byte {
-	n := len(m.Topic) + len(m.ID) + len(m.Data) + 3*binary.MaxVarintLen32
-	for k, v := range m.Header {
-		n += len(k) + len(v) + 2*binary.MaxVarintLen32
-	}
-	buf := make([]byte, 0, n)
-	buf = appendString(buf, m.Topic)
-	buf = appendString(buf, m.ID)
-	buf = binary.AppendUvarint(buf, uint64(len(m.Header)))
-	for k, v := range m.Header {
-		buf = appendString(appendString(buf, k), v)
-	}
+	buf := make([]byte, 0, len(m.Topic)+len(m.ID)+len(m.Data)+2*binary.MaxVarintLen32+wire.HeaderSize(m.Header))
+	buf = wire.AppendString(buf, m.Topic)
+	buf = wire.AppendString(buf, m.ID)
+	buf = wire.AppendHeader(buf, m.Header)
 	return append(buf, m.Data...)
-}
-
-func appendString(buf []byte, s string) []byte {
-	return append(binary.AppendUvarint(buf, uint64(len(s))), s...)
 }
 
 // decodeMessage unpacks what encode packed.
 func decodeMessage(s string, m *pubsub.Message) bool {
 	var ok bool
-	if m.Topic, s, ok = cutString(s); !ok {
+	if m.Topic, s, ok = wire.CutString(s); !ok {
 		return false
 	}
-	if m.ID, s, ok = cutString(s); !ok {
+	if m.ID, s, ok = wire.CutString(s); !ok {
 		return false
 	}
-	n, w := uvarint(s)
-	if w <= 0 || n > uint64(len(s)) {
+	if m.Header, s, ok = wire.CutHeader(s); !ok {
 		return false
-	}
-	s = s[w:]
-	if n > 0 {
-		m.Header = make(map[string]string, n)
-		for range n {
-			var k, v string
-			if k, s, ok = cutString(s); !ok {
-				return false
-			}
-			if v, s, ok = cutString(s); !ok {
-				return false
-			}
-			m.Header[k] = v
-		}
 	}
 	m.Data = []byte(s)
 	return true
-}
-
-func cutString(s string) (string, string, bool) {
-	n, w := uvarint(s)
-	if w <= 0 || n > uint64(len(s)-w) {
-		return "", s, false
-	}
-	return s[w : w+int(n)], s[w+int(n):], true
-}
-
-func uvarint(s string) (uint64, int) {
-	var x uint64
-	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
-		c := s[i]
-		if c < 0x80 {
-			return x | uint64(c)<<(7*i), i + 1
-		}
-		x |= uint64(c&0x7f) << (7 * i)
-	}
-	return 0, 0
 }
 
 // ensureScript makes sure the stream and its epoch exist, atomically: a

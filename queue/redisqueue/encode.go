@@ -1,11 +1,11 @@
 package redisqueue
 
 import (
-	"encoding/binary"
 	"errors"
 	"strconv"
 	"strings"
 
+	"github.com/switchboard-go/switchboard/internal/wire"
 	"github.com/switchboard-go/switchboard/queue"
 )
 
@@ -14,67 +14,19 @@ import (
 // to the end. One field instead of one per header key costs Redis and the
 // scripts less, and the scripts never need to look inside.
 func pack(m *queue.Message) []byte {
-	n := len(m.Body) + binary.MaxVarintLen32
-	for k, v := range m.Header {
-		n += len(k) + len(v) + 2*binary.MaxVarintLen32
-	}
-	buf := make([]byte, 0, n)
-	buf = binary.AppendUvarint(buf, uint64(len(m.Header)))
-	for k, v := range m.Header {
-		buf = appendString(appendString(buf, k), v)
-	}
-	return append(buf, m.Body...)
-}
-
-func appendString(buf []byte, s string) []byte {
-	return append(binary.AppendUvarint(buf, uint64(len(s))), s...)
+	buf := make([]byte, 0, len(m.Body)+wire.HeaderSize(m.Header))
+	return append(wire.AppendHeader(buf, m.Header), m.Body...)
 }
 
 var errCorrupt = errors.New("redisqueue: an entry is not a message of this package")
 
 // unpack reads what pack wrote.
 func unpack(s string) (map[string]string, []byte, error) {
-	n, w := uvarint(s)
-	if w <= 0 || n > uint64(len(s)) {
+	h, rest, ok := wire.CutHeader(s)
+	if !ok {
 		return nil, nil, errCorrupt
 	}
-	s = s[w:]
-	var h map[string]string
-	if n > 0 {
-		h = make(map[string]string, n)
-		for range n {
-			var k, v string
-			var ok bool
-			if k, s, ok = cutString(s); !ok {
-				return nil, nil, errCorrupt
-			}
-			if v, s, ok = cutString(s); !ok {
-				return nil, nil, errCorrupt
-			}
-			h[k] = v
-		}
-	}
-	return h, []byte(s), nil
-}
-
-func cutString(s string) (string, string, bool) {
-	n, w := uvarint(s)
-	if w <= 0 || n > uint64(len(s)-w) {
-		return "", s, false
-	}
-	return s[w : w+int(n)], s[w+int(n):], true
-}
-
-func uvarint(s string) (uint64, int) {
-	var x uint64
-	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
-		c := s[i]
-		if c < 0x80 {
-			return x | uint64(c)<<(7*i), i + 1
-		}
-		x |= uint64(c&0x7f) << (7 * i)
-	}
-	return 0, 0
+	return h, []byte(rest), nil
 }
 
 // A receipt is "<priority>/<stream id>/<delivery>": the stream and entry
