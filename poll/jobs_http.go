@@ -6,11 +6,10 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/switchboard-go/switchboard/internal/clock"
+	"github.com/switchboard-go/switchboard/internal/drain"
 	"github.com/switchboard-go/switchboard/internal/problem"
 )
 
@@ -86,8 +85,7 @@ type JobsHandler struct {
 
 	base     context.Context // canceled by Shutdown
 	shutdown context.CancelFunc
-	closing  atomic.Bool
-	reqs     sync.WaitGroup
+	reqs     drain.Group // refused and waited for by Shutdown
 }
 
 // NewJobsHandler returns the HTTP adapter of jobs; start turns a POST into
@@ -118,20 +116,19 @@ func NewJobsHandler(jobs *Jobs, start StartFunc, opts *JobsHandlerOptions) *Jobs
 // refuses new requests with 503, and waits for the handlers to return or
 // ctx to end. It does not shut the Jobs down.
 func (h *JobsHandler) Shutdown(ctx context.Context) error {
-	h.closing.Store(true)
+	h.reqs.Close()
 	h.shutdown()
-	return waitGroup(ctx, &h.reqs)
+	return h.reqs.Wait(ctx)
 }
 
 var errNotSucceeded = errors.New("poll: the job has no result")
 
 func (h *JobsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.closing.Load() {
+	if !h.reqs.Enter() {
 		writeProblem(w, problemFor(ErrClosed))
 		return
 	}
-	h.reqs.Add(1)
-	defer h.reqs.Done()
+	defer h.reqs.Leave()
 	rest, ok := strings.CutPrefix(r.URL.Path, h.opts.Base)
 	if !ok || (rest != "" && rest[0] != '/') {
 		writeProblem(w, problem.New(http.StatusNotFound, "not a jobs path"))

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/switchboard-go/switchboard/internal/clock"
+	"github.com/switchboard-go/switchboard/internal/drain"
 	"github.com/switchboard-go/switchboard/internal/problem"
 	"github.com/switchboard-go/switchboard/pubsub"
 )
@@ -68,7 +69,7 @@ type LongPoll struct {
 	key   *encodingKey
 
 	closing atomic.Bool // set by Shutdown, under mu
-	reqs    sync.WaitGroup
+	reqs    drain.Group // refused and waited for by Shutdown
 	held    atomic.Int64
 
 	mu      sync.Mutex
@@ -119,21 +120,8 @@ func (h *LongPoll) Shutdown(ctx context.Context) error {
 		w.end(endShutdown)
 	}
 	h.mu.Unlock()
-	return waitGroup(ctx, &h.reqs)
-}
-
-func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	h.reqs.Close()
+	return h.reqs.Wait(ctx)
 }
 
 // Response is the JSON body of a long-poll response.
@@ -242,6 +230,11 @@ type lpRequest struct {
 }
 
 func (h *LongPoll) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.reqs.Enter() {
+		writeProblem(w, problemFor(ErrClosed))
+		return
+	}
+	defer h.reqs.Leave()
 	var req lpRequest
 	if !h.parse(w, r, &req) {
 		return
@@ -359,8 +352,6 @@ func queryUnescape(s string) (string, error) {
 // serve answers a valid request: at once when messages are waiting (or the
 // request cannot wait), otherwise when the hold ends.
 func (h *LongPoll) serve(w http.ResponseWriter, r *http.Request, req *lpRequest) {
-	h.reqs.Add(1)
-	defer h.reqs.Done()
 	opts := make([]pubsub.SubscribeOption, 1, 2)
 	opts[0] = disconnect
 	switch {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchboard-go/switchboard/internal/clock"
+	"github.com/switchboard-go/switchboard/internal/drain"
 	"github.com/switchboard-go/switchboard/internal/problem"
 	"github.com/switchboard-go/switchboard/pubsub"
 )
@@ -128,9 +129,8 @@ type Handler struct {
 
 	base     context.Context // canceled by Shutdown
 	shutdown context.CancelFunc
-	streams  sync.WaitGroup
+	streams  drain.Group // refused and waited for by Shutdown
 	open     atomic.Int64
-	closing  atomic.Bool
 }
 
 type encodingKey struct{}
@@ -166,19 +166,9 @@ func (h *Handler) Streams() int { return int(h.open.Load()) }
 // Server.RegisterOnShutdown. Clients reconnect (to another node, or to
 // this one when it is back) and resume from their last event id.
 func (h *Handler) Shutdown(ctx context.Context) error {
-	h.closing.Store(true)
+	h.streams.Close()
 	h.shutdown()
-	done := make(chan struct{})
-	go func() {
-		h.streams.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return h.streams.Wait(ctx)
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -187,10 +177,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, problem.New(http.StatusMethodNotAllowed, "an event stream is read with GET"))
 		return
 	}
-	if h.closing.Load() {
+	if !h.streams.Enter() {
 		unavailable(w, "the server is shutting down")
 		return
 	}
+	defer h.streams.Leave()
 	pattern, err := h.topic(r)
 	if err != nil {
 		problem.Write(w, pubsub.RefusalProblem(err))
@@ -205,11 +196,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		unavailable(w, "too many open streams")
 		return
 	}
-	h.streams.Add(1)
-	defer func() {
-		h.open.Add(-1)
-		h.streams.Done()
-	}()
+	defer h.open.Add(-1)
 
 	ctx := r.Context()
 	last := r.Header.Get("Last-Event-ID")
