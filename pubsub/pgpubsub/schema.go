@@ -6,14 +6,14 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/switchboard-go/switchboard/internal/pgname"
 )
 
 // Defaults of Schema.
@@ -47,8 +47,6 @@ type Schema struct {
 	MaxAge time.Duration
 }
 
-var namespaceRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
-
 // names are the SQL identifiers of one namespace, quoted.
 type names struct {
 	ns      string // the namespace, unquoted
@@ -63,7 +61,7 @@ func namesFor(ns string) (names, error) {
 	if ns == "" {
 		ns = DefaultNamespace
 	}
-	if !namespaceRE.MatchString(ns) {
+	if !pgname.ValidNamespace(ns) {
 		return names{}, fmt.Errorf("pgpubsub: invalid namespace %q: want [a-z_][a-z0-9_]*, at most 48 bytes", ns)
 	}
 	channel := ns + "_pubsub"
@@ -72,22 +70,14 @@ func namesFor(ns string) (names, error) {
 		schema:  pgx.Identifier{ns}.Sanitize(),
 		channel: channel,
 		listen:  "LISTEN " + pgx.Identifier{channel}.Sanitize(),
-		lockKey: key("switchboard.pubsub.publish." + ns),
-		trimKey: key("switchboard.pubsub.cleanup." + ns),
+		lockKey: pgname.LockKey("switchboard.pubsub.publish." + ns),
+		trimKey: pgname.LockKey("switchboard.pubsub.cleanup." + ns),
 	}, nil
-}
-
-// key is a stable advisory-lock key for name. A collision with another
-// namespace's key only serializes more than needed; it is never wrong.
-func key(name string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte(name))
-	return int64(h.Sum64())
 }
 
 // migrateKey serializes concurrent Migrate calls of every namespace: CREATE
 // ... IF NOT EXISTS is not safe against itself.
-var migrateKey = key("switchboard.pubsub.migrate")
+var migrateKey = pgname.LockKey("switchboard.pubsub.migrate")
 
 // Migrate creates the namespace's schema if it does not exist and sets its
 // retention. It is idempotent and safe to call from many nodes at once; it

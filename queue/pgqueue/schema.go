@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
-	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/switchboard-go/switchboard/internal/pgname"
 )
 
 // DefaultNamespace is the PostgreSQL schema used when none is given.
@@ -27,8 +27,6 @@ var ErrNotMigrated = errors.New("pgqueue: namespace not migrated (call Migrate)"
 //	3 dead     in the dead-letter queue since finished_at
 //	4 done     acked at finished_at, kept for Config.Retention
 
-var namespaceRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
-
 // names are the SQL identifiers of one namespace.
 type names struct {
 	ns       string // the namespace, unquoted
@@ -42,7 +40,7 @@ func namesFor(ns string) (names, error) {
 	if ns == "" {
 		ns = DefaultNamespace
 	}
-	if !namespaceRE.MatchString(ns) {
+	if !pgname.ValidNamespace(ns) {
 		return names{}, fmt.Errorf("pgqueue: invalid namespace %q: want [a-z_][a-z0-9_]*, at most 48 bytes", ns)
 	}
 	channel := ns + "_queue"
@@ -51,21 +49,13 @@ func namesFor(ns string) (names, error) {
 		schema:   pgx.Identifier{ns}.Sanitize(),
 		channel:  channel,
 		listen:   "LISTEN " + pgx.Identifier{channel}.Sanitize(),
-		cleanKey: key("switchboard.queue.cleanup." + ns),
+		cleanKey: pgname.LockKey("switchboard.queue.cleanup." + ns),
 	}, nil
-}
-
-// key is a stable advisory-lock key for name. A collision only serializes
-// more than needed; it is never wrong.
-func key(name string) int64 {
-	h := fnv.New64a()
-	h.Write([]byte(name))
-	return int64(h.Sum64())
 }
 
 // migrateKey serializes concurrent Migrate calls: CREATE ... IF NOT EXISTS
 // is not safe against itself.
-var migrateKey = key("switchboard.queue.migrate")
+var migrateKey = pgname.LockKey("switchboard.queue.migrate")
 
 // Migrate creates the namespace (a PostgreSQL schema with the jobs table,
 // its indexes and the enqueue function) if it does not exist, and brings an
