@@ -197,14 +197,6 @@ var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }
 
 const maxPooledBody = 64 << 10
 
-// drained is an ended context: NextBatch with it takes what is waiting
-// without waiting.
-var drained = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()
-
 // The options every subscription shares: built once, not per request.
 var (
 	disconnect = pubsub.Overflow(pubsub.Disconnect)
@@ -457,7 +449,7 @@ func (h *LongPoll) take(sub pubsub.Subscription, a *answer, limit int) error {
 	}()
 	for a.n < limit {
 		want := min(chunkSize, limit-a.n)
-		msgs, err := sub.NextBatch(drained, c[:0:want])
+		msgs, err := pubsub.Drain(sub, c[:0:want])
 		for i := range msgs {
 			h.add(a, &msgs[i])
 		}
@@ -471,7 +463,7 @@ func (h *LongPoll) take(sub pubsub.Subscription, a *answer, limit int) error {
 // oldest returns the oldest message sub has, if any: after a gap, where
 // history now starts.
 func oldest(sub pubsub.Subscription) []pubsub.Message {
-	msgs, _ := sub.NextBatch(drained, make([]pubsub.Message, 0, 1))
+	msgs, _ := pubsub.Drain(sub, make([]pubsub.Message, 0, 1))
 	return msgs
 }
 

@@ -337,3 +337,21 @@ func TestHeadThenAfterMissesNothing(t *testing.T) {
 	_, err = empty.Head(ctx)
 	assert.ErrorIs(t, err, pubsub.ErrClosed)
 }
+
+func TestDrainTakesWhatIsWaitingWithoutWaiting(t *testing.T) {
+	ctx := testCtx(t)
+	b := pubsub.NewBroker()
+	defer b.Close()
+	sub, err := b.Subscribe(ctx, "t")
+	require.NoError(t, err)
+	defer sub.Close()
+	got, err := pubsub.Drain(sub, nil)
+	assert.ErrorIs(t, err, context.Canceled, "nothing waiting: it does not block")
+	assert.Empty(t, got)
+	publish(t, b, "t", "a")
+	publish(t, b, "t", "b")
+	got, err = pubsub.Drain(sub, make([]pubsub.Message, 0, 8))
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	assert.Equal(t, "b", string(got[1].Data))
+}

@@ -120,6 +120,23 @@ type Subscription interface {
 	Close() error
 }
 
+// Drain takes what sub has waiting, up to cap(buf) messages in total,
+// without waiting: NextBatch with a context that has already ended. It
+// returns buf unchanged and context.Canceled when nothing is waiting, and
+// the subscription's own errors (ErrGap, ErrSlowConsumer, ErrClosed) as
+// NextBatch does. A writer that coalesces blocks on Next for one message,
+// then drains the rest in one call.
+func Drain(sub Subscription, buf []Message) ([]Message, error) {
+	return sub.NextBatch(ended, buf)
+}
+
+// ended is a context that has already ended, for Drain.
+var ended = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
 // Backend is what the patterns built on pubsub (SSE, push, long polling)
 // take: a broker that publishes, subscribes and closes. The memory Broker
 // implements it; so do the engine-backed brokers.

@@ -421,7 +421,7 @@ func (j *joinSub) coveredGap(err error) bool {
 // after a fetch.
 func (j *joinSub) meetLive() {
 	for len(j.held) == 0 && j.heldErr == nil {
-		out, err := j.live.NextBatch(canceled, j.scratch[:0])
+		out, err := Drain(j.live, j.scratch[:0])
 		if err != nil {
 			var g *GapError
 			switch {
@@ -444,13 +444,6 @@ func (j *joinSub) meetLive() {
 		j.scratch = out[:0]
 	}
 }
-
-// canceled is a context that has ended, for reads that must not wait.
-var canceled = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()
 
 // fetch reads the next page of history. Called with mu held.
 func (j *joinSub) fetch(ctx context.Context, limit int) error {

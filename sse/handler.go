@@ -280,14 +280,6 @@ const (
 	maxPooledOut  = 256 << 10
 )
 
-// drained is an ended context: NextBatch with it takes the backlog without
-// waiting.
-var drained = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()
-
 func (s *stream) run(ctx context.Context) {
 	hb := s.h.cfg.heartbeat
 	var wait context.Context = ctx
@@ -342,7 +334,7 @@ func (s *stream) run(ctx context.Context) {
 				break
 			}
 			var derr error
-			more, derr = s.sub.NextBatch(drained, more[:0])
+			more, derr = pubsub.Drain(s.sub, more[:0])
 			if errors.Is(derr, pubsub.ErrGap) {
 				// Reported once: it must reach the client in its place.
 				var g *pubsub.GapError
