@@ -165,41 +165,63 @@ func (f *flow) produce(b *testing.B, q *queue.Queue) {
 
 // BenchmarkReceiveAck is enqueue to ack: one producer enqueues in batches
 // of 100, consumers Receive up to 32 (waiting when there is none, as a
-// long-polling consumer does) and Ack each.
+// long-polling consumer does) and Ack each ("memory"); or, as a consumer
+// tuned for throughput does, receive into the slice of their last batch
+// (ReceiveAppend) and ack the batch in one AckBatch ("memory-batched").
 func BenchmarkReceiveAck(b *testing.B) {
 	for _, consumers := range []int{1, 16} {
 		b.Run(fmt.Sprintf("channel/consumers=%d", consumers), func(b *testing.B) { benchChannel(b, consumers) })
-		b.Run(fmt.Sprintf("memory/consumers=%d", consumers), func(b *testing.B) {
-			q := newBenchQueue(b)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			f := newFlow(b.N)
-			var wg sync.WaitGroup
-			b.ReportAllocs()
-			start := time.Now()
-			for range consumers {
-				wg.Go(func() {
-					for {
-						ds, err := q.Receive(ctx, queue.ReceiveOptions{Max: 32, Wait: time.Minute})
-						if err != nil {
-							return
-						}
-						for _, d := range ds {
-							if err := q.Ack(ctx, d.Receipt); err != nil {
-								b.Error(err)
-							}
-						}
-						f.ack(len(ds))
+		b.Run(fmt.Sprintf("memory/consumers=%d", consumers), func(b *testing.B) { benchReceiveAck(b, consumers, false) })
+		b.Run(fmt.Sprintf("memory-batched/consumers=%d", consumers), func(b *testing.B) { benchReceiveAck(b, consumers, true) })
+	}
+}
+
+func benchReceiveAck(b *testing.B, consumers int, batch bool) {
+	q := newBenchQueue(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := newFlow(b.N)
+	var wg sync.WaitGroup
+	b.ReportAllocs()
+	start := time.Now()
+	for range consumers {
+		wg.Go(func() {
+			receipts := make([]queue.Receipt, 0, 32)
+			var ds []queue.Delivery
+			for {
+				var err error
+				if batch {
+					ds, err = q.ReceiveAppend(ctx, ds[:0], queue.ReceiveOptions{Max: 32, Wait: time.Minute})
+				} else {
+					ds, err = q.Receive(ctx, queue.ReceiveOptions{Max: 32, Wait: time.Minute})
+				}
+				if err != nil {
+					return
+				}
+				if batch {
+					receipts = receipts[:0]
+					for _, d := range ds {
+						receipts = append(receipts, d.Receipt)
 					}
-				})
+					if err := q.AckBatch(ctx, receipts...); err != nil {
+						b.Error(err)
+					}
+				} else {
+					for _, d := range ds {
+						if err := q.Ack(ctx, d.Receipt); err != nil {
+							b.Error(err)
+						}
+					}
+				}
+				f.ack(len(ds))
 			}
-			f.produce(b, q)
-			<-f.done
-			reportRate(b, time.Since(start))
-			cancel()
-			wg.Wait()
 		})
 	}
+	f.produce(b, q)
+	<-f.done
+	reportRate(b, time.Since(start))
+	cancel()
+	wg.Wait()
 }
 
 func benchChannel(b *testing.B, consumers int) {

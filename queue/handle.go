@@ -98,6 +98,29 @@ func checkMessage(m Message) error {
 // Receive leases up to opts.Max messages, waiting up to opts.Wait for the
 // first; see Backend.Receive. Zero fields take their defaults.
 func (q *Queue) Receive(ctx context.Context, opts ReceiveOptions) ([]Delivery, error) {
+	if err := checkReceive(&opts); err != nil {
+		return nil, err
+	}
+	return q.b.Receive(ctx, q.name, opts)
+}
+
+// ReceiveAppend is Receive, appending the deliveries to dst and returning
+// the extended slice: a consumer that passes its last batch's slice, cut
+// to zero length, allocates no slice per batch. The deliveries it
+// appended before are not touched.
+func (q *Queue) ReceiveAppend(ctx context.Context, dst []Delivery, opts ReceiveOptions) ([]Delivery, error) {
+	if err := checkReceive(&opts); err != nil {
+		return dst, err
+	}
+	if ra, ok := q.b.(ReceiveAppender); ok {
+		return ra.ReceiveAppend(ctx, q.name, dst, opts)
+	}
+	ds, err := q.b.Receive(ctx, q.name, opts)
+	return append(dst, ds...), err
+}
+
+// checkReceive fills the defaults of opts and checks its bounds.
+func checkReceive(opts *ReceiveOptions) error {
 	if opts.Max == 0 {
 		opts.Max = 1
 	}
@@ -106,13 +129,13 @@ func (q *Queue) Receive(ctx context.Context, opts ReceiveOptions) ([]Delivery, e
 	}
 	switch {
 	case opts.Max < 1 || opts.Max > MaxBatch:
-		return nil, invalid("max", "%d is outside [1, %d]", opts.Max, MaxBatch)
+		return invalid("max", "%d is outside [1, %d]", opts.Max, MaxBatch)
 	case opts.Lease < MinLease || opts.Lease > MaxLease:
-		return nil, invalid("lease", "%v is outside [%v, %v]", opts.Lease, MinLease, MaxLease)
+		return invalid("lease", "%v is outside [%v, %v]", opts.Lease, MinLease, MaxLease)
 	case opts.Wait < 0 || opts.Wait > MaxWait:
-		return nil, invalid("wait", "%v is outside [0, %v]", opts.Wait, MaxWait)
+		return invalid("wait", "%v is outside [0, %v]", opts.Wait, MaxWait)
 	}
-	return q.b.Receive(ctx, q.name, opts)
+	return nil
 }
 
 func checkReceipt(r Receipt) error {
@@ -139,6 +162,37 @@ func (q *Queue) Ack(ctx context.Context, r Receipt) error {
 		return err
 	}
 	return q.b.Ack(ctx, q.name, r)
+}
+
+// AckBatch deletes up to MaxBatch processed messages, in one call to the
+// backend when it is a BatchAcker. It returns nil when every ack held,
+// otherwise a *BatchError whose Errs line up with receipts.
+func (q *Queue) AckBatch(ctx context.Context, receipts ...Receipt) error {
+	if len(receipts) > MaxBatch {
+		return invalid("receipts", "%d receipts, more than %d", len(receipts), MaxBatch)
+	}
+	for _, r := range receipts {
+		if err := checkReceipt(r); err != nil {
+			return err
+		}
+	}
+	var errs []error
+	if ba, ok := q.b.(BatchAcker); ok {
+		errs = ba.AckBatch(ctx, q.name, receipts)
+	} else {
+		for i, r := range receipts {
+			if err := q.b.Ack(ctx, q.name, r); err != nil {
+				if errs == nil {
+					errs = make([]error, len(receipts))
+				}
+				errs[i] = err
+			}
+		}
+	}
+	if errs == nil {
+		return nil
+	}
+	return &BatchError{Errs: errs}
 }
 
 // Nack gives a message back, visible again after delay, recording why

@@ -5,12 +5,14 @@ import (
 	"context"
 	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/switchboard-go/switchboard/internal/clock"
 	"github.com/switchboard-go/switchboard/internal/ids"
@@ -340,25 +342,22 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 	if err != nil {
 		return nil, err
 	}
+	// What needs no lock is done before it is taken: the time, and the
+	// ids of the whole batch, in one string sliced per message. The lock
+	// is then held only to place the messages.
+	now := m.clock.Now()
 	res := make([]EnqueueResult, len(msgs))
-	// Ids for the whole batch in one string, sliced per message.
-	var idb strings.Builder
-	idb.Grow(ids.Len * len(msgs))
+	idb := m.ids.AppendIDs(make([]byte, 0, ids.Len*len(msgs)), now, len(msgs))
+	all := unsafe.String(unsafe.SliceData(idb), len(idb)) // idb is never written again
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
 		return nil, ErrClosed
 	}
-	now := m.clock.Now()
 	q.expireDedup(now)
 	if q.live+len(msgs) > m.cfg.MaxDepth {
 		return nil, ErrQueueFull
 	}
-	var buf [ids.Len]byte
-	for range msgs {
-		idb.Write(m.ids.AppendID(buf[:0], now))
-	}
-	all := idb.String()
 	var batchKeys map[string]string // dedup keys first seen in this batch
 	woken := 0
 	for i, msg := range msgs {
@@ -694,12 +693,17 @@ func (q *memQueue) removeWaiter(w *waiter) bool {
 
 // Receive implements Backend.
 func (m *Memory) Receive(ctx context.Context, name string, opts ReceiveOptions) ([]Delivery, error) {
+	return m.ReceiveAppend(ctx, name, nil, opts)
+}
+
+// ReceiveAppend implements ReceiveAppender: Receive, appending to dst.
+func (m *Memory) ReceiveAppend(ctx context.Context, name string, dst []Delivery, opts ReceiveOptions) ([]Delivery, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return dst, err
 	}
 	q, err := m.queue(name)
 	if err != nil {
-		return nil, err
+		return dst, err
 	}
 	var (
 		deadline time.Time
@@ -710,12 +714,12 @@ func (m *Memory) Receive(ctx context.Context, name string, opts ReceiveOptions) 
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
-			return nil, ErrClosed
+			return dst, ErrClosed
 		}
 		now := m.clock.Now()
 		q.promote(now)
 		if !q.paused && q.visible > 0 {
-			ds := q.take(now, opts)
+			dst = q.take(dst, now, opts)
 			if q.visible > 0 {
 				q.wake(q.visible)
 			}
@@ -724,7 +728,7 @@ func (m *Memory) Receive(ctx context.Context, name string, opts ReceiveOptions) 
 			if t != nil {
 				t.Stop()
 			}
-			return ds, nil
+			return dst, nil
 		}
 		if deadline.IsZero() {
 			deadline = now.Add(opts.Wait)
@@ -734,7 +738,7 @@ func (m *Memory) Receive(ctx context.Context, name string, opts ReceiveOptions) 
 			if t != nil {
 				t.Stop()
 			}
-			return nil, nil
+			return dst, nil
 		}
 		if w == nil {
 			w = &waiter{ch: make(chan struct{}, 1), max: max(opts.Max, 1)}
@@ -770,22 +774,22 @@ func (m *Memory) Receive(ctx context.Context, name string, opts ReceiveOptions) 
 		if t != nil {
 			t.Stop()
 		}
-		return nil, stop
+		return dst, stop
 	}
 }
 
-// take leases up to opts.Max visible messages. q.mu is held.
-func (q *memQueue) take(now time.Time, opts ReceiveOptions) []Delivery {
+// take leases up to opts.Max visible messages, appending them to dst.
+// q.mu is held.
+func (q *memQueue) take(dst []Delivery, now time.Time, opts ReceiveOptions) []Delivery {
 	n := min(opts.Max, q.visible)
-	ds := make([]Delivery, n)
+	dst = slices.Grow(dst, n)
 	until := now.Add(opts.Lease)
 	// This batch's tokens are first+1 .. first+n; its receipts are one
 	// string, sliced per delivery.
 	first := q.m.token.Add(uint64(n)) - uint64(n)
-	var rb strings.Builder
-	rb.Grow(receiptLen * n)
-	var buf [receiptLen]byte
-	for i := range ds {
+	rb := make([]byte, 0, receiptLen*n)
+	start := len(dst)
+	for i := range n {
 		e := q.popVisible()
 		e.attempts++
 		if e.attempts > 1 {
@@ -795,17 +799,17 @@ func (q *memQueue) take(now time.Time, opts ReceiveOptions) []Delivery {
 		e.state, e.at = stateLeased, until
 		q.leased++
 		q.pushLease(e)
-		rb.Write(appendReceipt(buf[:0], e.token, e.slot))
-		ds[i] = Delivery{
+		rb = appendReceipt(rb, e.token, e.slot)
+		dst = append(dst, Delivery{
 			ID: e.id, Body: e.body, Header: e.header, Priority: e.priority,
 			Attempt: e.attempts, EnqueuedAt: e.enqueuedAt, LastError: e.lastErr,
-		}
+		})
 	}
-	all := rb.String()
-	for i := range ds {
-		ds[i].Receipt = Receipt(all[i*receiptLen : (i+1)*receiptLen])
+	all := unsafe.String(unsafe.SliceData(rb), len(rb)) // rb is never written again
+	for i := range n {
+		dst[start+i].Receipt = Receipt(all[i*receiptLen : (i+1)*receiptLen])
 	}
-	return ds
+	return dst
 }
 
 // A memory receipt is "<token>.<slot>", both in base 32, written with 13
@@ -851,6 +855,20 @@ func parseReceipt(r Receipt) (token uint64, slot int, err error) {
 	return token, int(n), nil
 }
 
+// base32Value maps a byte to its base-32 digit, either case, or 0xFF.
+var base32Value = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xFF
+	}
+	for i := range len(base32) {
+		t[base32[i]] = byte(i)
+		if c := base32[i]; 'a' <= c {
+			t[c-'a'+'A'] = byte(i)
+		}
+	}
+	return t
+}()
+
 // parseBase32 reads 1 to 13 base-32 digits of a value below 2^64.
 func parseBase32(s string) (uint64, bool) {
 	if s == "" || len(s) > tokenDigits {
@@ -858,19 +876,8 @@ func parseBase32(s string) (uint64, bool) {
 	}
 	var v uint64
 	for i := range len(s) {
-		c := s[i]
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'v':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'V':
-			d = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		if v>>59 != 0 {
+		d := base32Value[s[i]]
+		if d == 0xFF || v>>59 != 0 {
 			return 0, false
 		}
 		v = v<<5 | uint64(d)
@@ -936,6 +943,73 @@ func (m *Memory) Ack(_ context.Context, name string, r Receipt) error {
 	if err != nil {
 		return err
 	}
+	q.ack(e)
+	q.mu.Unlock()
+	return nil
+}
+
+// AckBatch implements BatchAcker: the receipts are read before the lock is
+// taken, and the lock and the clock are taken once for the batch.
+func (m *Memory) AckBatch(_ context.Context, name string, rs []Receipt) []error {
+	var errs []error
+	fail := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(rs))
+		}
+		errs[i] = err
+	}
+	failAll := func(err error) []error {
+		for i := range rs {
+			fail(i, err)
+		}
+		return errs
+	}
+	q, err := m.queue(name)
+	if err != nil {
+		return failAll(err)
+	}
+	type ref struct {
+		token uint64
+		slot  int
+	}
+	var buf [64]ref
+	refs := buf[:0]
+	if len(rs) > len(buf) {
+		refs = make([]ref, 0, len(rs))
+	}
+	for i, r := range rs {
+		token, slot, err := parseReceipt(r)
+		if err != nil {
+			fail(i, err)
+			slot = -1
+		}
+		refs = append(refs, ref{token, slot})
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return failAll(ErrClosed)
+	}
+	now := m.clock.Now()
+	for i, r := range refs {
+		if errs != nil && errs[i] != nil {
+			continue
+		}
+		var e *entry
+		if 0 <= r.slot && r.slot < len(q.slots) {
+			e = q.slots[r.slot]
+		}
+		if e == nil || e.state != stateLeased || e.token != r.token || !now.Before(e.at) {
+			fail(i, ErrStaleReceipt)
+			continue
+		}
+		q.ack(e)
+	}
+	return errs
+}
+
+// ack deletes e, leased: the message was processed. q.mu is held.
+func (q *memQueue) ack(e *entry) {
 	q.unlease(e)
 	q.leased--
 	q.processed++
@@ -943,13 +1017,10 @@ func (m *Memory) Ack(_ context.Context, name string, r Receipt) error {
 	if len(q.spare) < maxSpare {
 		e.id, e.body, e.header, e.lastErr = "", nil, nil, "" // let go of the message
 		q.spare = append(q.spare, e)
-		q.mu.Unlock()
-		return nil
+		return
 	}
-	q.mu.Unlock()
 	*e = entry{}
-	m.entries.Put(e)
-	return nil
+	q.m.entries.Put(e)
 }
 
 // Nack implements Backend.

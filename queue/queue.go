@@ -196,6 +196,57 @@ type Stats struct {
 	Paused bool `json:"paused"`
 }
 
+// BatchAcker is implemented by a Backend that acks many messages at the
+// cost of about one: one lock, one statement or one round trip.
+// Queue.AckBatch uses it when the backend has it and acks one by one
+// otherwise.
+type BatchAcker interface {
+	// AckBatch acks each receipt as Ack would. It returns nil when every
+	// ack held, otherwise one error per receipt, nil where the ack held.
+	AckBatch(ctx context.Context, queue string, receipts []Receipt) []error
+}
+
+// ReceiveAppender is implemented by a Backend that can append what Receive
+// returns to the caller's slice, so that a consumer that reuses its slice
+// allocates nothing per delivery. Queue.ReceiveAppend uses it when the
+// backend has it.
+type ReceiveAppender interface {
+	// ReceiveAppend is Receive, appending the deliveries to dst.
+	ReceiveAppend(ctx context.Context, queue string, dst []Delivery, opts ReceiveOptions) ([]Delivery, error)
+}
+
+// BatchError reports the calls of a batch that failed. Errs lines up with
+// the batch (nil where the call succeeded); errors.Is and errors.As see
+// each of them, so errors.Is(err, ErrStaleReceipt) reports whether any
+// receipt was stale.
+type BatchError struct {
+	Errs []error
+}
+
+func (e *BatchError) Error() string {
+	n, first := 0, error(nil)
+	for _, err := range e.Errs {
+		if err != nil {
+			if first == nil {
+				first = err
+			}
+			n++
+		}
+	}
+	return fmt.Sprintf("queue: %d of %d in the batch failed, the first: %v", n, len(e.Errs), first)
+}
+
+// Unwrap returns the errors of the calls that failed.
+func (e *BatchError) Unwrap() []error {
+	var out []error
+	for _, err := range e.Errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
 // Backend is the driver interface that every engine implements: the memory
 // backend here, and the PostgreSQL, Redis Streams and NATS JetStream ones.
 // It holds what every engine must do and nothing more; validation, typed

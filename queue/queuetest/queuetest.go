@@ -80,6 +80,7 @@ func Run(t *testing.T, newBackend func(t *testing.T, clk *clock.Fake) queue.Back
 	t.Run("Enqueue", s.testEnqueue)
 	t.Run("Lease", s.testLease)
 	t.Run("Receipt", s.testReceipt)
+	t.Run("BatchCalls", s.testBatchCalls)
 	t.Run("Delay", s.testDelay)
 	t.Run("Dedup", s.testDedup)
 	t.Run("DeadLetter", s.testDeadLetter)
@@ -386,6 +387,59 @@ func (s *suite) testReceipt(t *testing.T) {
 		err := e.q.Ack(e.ctx, "not-a-receipt")
 		require.Error(t, err)
 		assert.True(t, errors.Is(err, queue.ErrStaleReceipt) || errors.Is(err, queue.ErrInvalid), "got %v", err)
+	})
+}
+
+func (s *suite) testBatchCalls(t *testing.T) {
+	t.Run("AckBatch acks what it holds and reports each stale receipt in its place", func(t *testing.T) {
+		e := s.env(t)
+		e.enqueue("a", "b", "c")
+		ds := e.receive(3, e.slack())
+		require.Len(t, ds, 3)
+		require.NoError(t, e.q.Ack(e.ctx, ds[1].Receipt))
+		err := e.q.AckBatch(e.ctx, ds[0].Receipt, ds[1].Receipt, ds[2].Receipt)
+		var be *queue.BatchError
+		require.ErrorAs(t, err, &be)
+		require.Len(t, be.Errs, 3)
+		assert.NoError(t, be.Errs[0])
+		assert.ErrorIs(t, be.Errs[1], queue.ErrStaleReceipt)
+		assert.NoError(t, be.Errs[2])
+		assert.ErrorIs(t, err, queue.ErrStaleReceipt)
+		for _, d := range ds {
+			assert.ErrorIs(t, e.q.Ack(e.ctx, d.Receipt), queue.ErrStaleReceipt, "acked once")
+		}
+		e.expectEmpty()
+		require.NoError(t, e.q.AckBatch(e.ctx), "an empty batch")
+	})
+	t.Run("AckBatch refuses a receipt whose message was delivered again", func(t *testing.T) {
+		e := s.env(t)
+		e.enqueue("a")
+		old := e.receiveOne()
+		e.pass(e.lease)
+		cur := e.receiveOne()
+		assert.ErrorIs(t, e.q.AckBatch(e.ctx, old.Receipt), queue.ErrStaleReceipt)
+		require.NoError(t, e.q.AckBatch(e.ctx, cur.Receipt))
+		e.expectEmpty()
+	})
+	t.Run("ReceiveAppend appends after what the slice holds", func(t *testing.T) {
+		e := s.env(t)
+		e.enqueue("a", "b")
+		keep := []queue.Delivery{{ID: "mine"}}
+		got, err := e.q.ReceiveAppend(e.ctx, keep, queue.ReceiveOptions{Max: 2, Lease: e.lease, Wait: e.slack()})
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, len(got), 2)
+		assert.Equal(t, "mine", got[0].ID)
+		for len(got) < 3 { // a real-time engine may hand them over one at a time
+			got, err = e.q.ReceiveAppend(e.ctx, got, queue.ReceiveOptions{Max: 1, Lease: e.lease, Wait: e.slack()})
+			require.NoError(t, err)
+		}
+		assert.Equal(t, []string{"", "a", "b"}, bodies(got))
+		for _, d := range got[1:] {
+			require.NoError(t, e.q.Ack(e.ctx, d.Receipt))
+		}
+		empty, err := e.q.ReceiveAppend(e.ctx, got[:1], queue.ReceiveOptions{Max: 2, Lease: e.lease})
+		require.NoError(t, err)
+		assert.Len(t, empty, 1, "nothing visible: the slice comes back as it went")
 	})
 }
 
