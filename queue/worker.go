@@ -184,6 +184,17 @@ type Worker struct {
 	// that more messages are likely waiting: a handler that finishes then
 	// takes its next message itself (see Run).
 	backlog atomic.Bool
+	// inProcess is set when the backend is the memory backend, whose calls
+	// are function calls: a handler then receives its next message itself
+	// and acks its own (see Run).
+	inProcess bool
+
+	// Acks of finished messages wait in acks for the acker goroutine,
+	// which sends them as one AckBatch, so that a handler does not wait
+	// for its ack and a busy worker pays one call for many (see ackLater).
+	amu    sync.Mutex
+	acks   []pendingAck  // guarded by amu
+	ackNow chan struct{} // a nudge to the acker; buffered 1
 
 	succeeded, failed, retried, deadLettered, panics, timedOut, leaseLost, abandoned atomic.Uint64
 }
@@ -195,8 +206,8 @@ type slot struct {
 	abandoned  bool                    // given back at shutdown; guarded by mu
 	d          Delivery                // guarded by mu
 	leaseUntil time.Time               // guarded by mu
-	deadline   time.Time               // when the call times out; zero when it cannot; guarded by mu
-	cancel     context.CancelCauseFunc // guarded by mu
+	deadline   time.Time    // when the call times out; zero when it cannot; guarded by mu
+	call       *callContext // the running call's context; guarded by mu
 }
 
 // NewWorker returns a worker that will run h over q. Options out of bounds
@@ -239,6 +250,7 @@ func NewWorker(q *Queue, h Handler, opts WorkerOptions) *Worker {
 		policy: backoff.Policy{Base: opts.RetryBase, Max: opts.RetryMax, Rand: opts.rand},
 		slots:  make([]*slot, opts.Concurrency),
 		done:   make(chan struct{}),
+		ackNow: make(chan struct{}, 1),
 	}
 	for i := range w.slots {
 		w.slots[i] = &slot{}
@@ -288,6 +300,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// round trip per message; there the receive loop batches instead,
 	// taking every handler that freed up during the last round trip.
 	_, inProcess := w.q.Backend().(*Memory)
+	w.inProcess = inProcess
 	jobs := make(chan Delivery, n)
 	tokens := make(chan struct{}, n)  // one per message received and not yet finished
 	bg := context.WithoutCancel(hard) // settles messages whatever happens to hard
@@ -298,6 +311,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			// handlers do not contend on hard to make and end them.
 			parent, cancel := context.WithCancelCause(hard)
 			defer cancel(nil)
+			var own []Delivery // what the handler receives itself, reused
 			for d := range jobs {
 				w.handle(parent, bg, s, d)
 				// While messages are waiting, take the next one here
@@ -306,12 +320,15 @@ func (w *Worker) Run(ctx context.Context) error {
 				// equals free capacity, without two goroutine switches
 				// per message. Receiving stops with recvCtx, as the loop's.
 				for inProcess && w.backlog.Load() && recvCtx.Err() == nil {
-					ds, err := w.q.Receive(recvCtx, ReceiveOptions{Max: 1, Lease: w.opts.Lease})
-					if err != nil || len(ds) == 0 {
+					var err error
+					own, err = w.q.ReceiveAppend(recvCtx, own[:0], ReceiveOptions{Max: 1, Lease: w.opts.Lease})
+					if err != nil || len(own) == 0 {
 						w.backlog.Store(false) // the loop reports errors and retries
 						break
 					}
-					w.handle(parent, bg, s, ds[0])
+					d := own[0]
+					own[0] = Delivery{} // let go of the message
+					w.handle(parent, bg, s, d)
 				}
 				<-tokens
 			}
@@ -323,6 +340,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	keeperDone := make(chan struct{})
 	var keeper sync.WaitGroup
 	keeper.Go(func() { w.keepLeases(ticker, keeperDone) })
+	ackerDone := make(chan struct{})
+	var acker sync.WaitGroup
+	acker.Go(func() { w.sendAcks(bg, ackerDone) })
 
 	err := w.receive(recvCtx, jobs, tokens)
 	close(jobs)
@@ -330,6 +350,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.abandonAll()
 	}
 	handlers.Wait()
+	close(ackerDone) // the acker sends what is left, then returns
+	acker.Wait()
 	close(keeperDone)
 	keeper.Wait()
 	w.tmu.Lock()
@@ -402,11 +424,11 @@ func (w *Worker) handle(hard, bg context.Context, s *slot, d Delivery) {
 		w.giveBack(bg, d)
 		return
 	}
-	ctx, cancel := context.WithCancelCause(hard)
-	defer cancel(nil)
+	ctx := newCallContext(hard)
+	defer ctx.cancel(nil)
 	now := w.clock.Now()
 	s.mu.Lock()
-	s.active, s.abandoned, s.d, s.cancel = true, false, d, cancel
+	s.active, s.abandoned, s.d, s.call = true, false, d, ctx
 	s.leaseUntil = now.Add(w.opts.Lease)
 	if w.opts.Timeout > 0 {
 		s.deadline = now.Add(w.opts.Timeout)
@@ -420,15 +442,17 @@ func (w *Worker) handle(hard, bg context.Context, s *slot, d Delivery) {
 
 	s.mu.Lock()
 	abandoned := s.abandoned
-	s.active, s.cancel, s.d, s.deadline = false, nil, Delivery{}, time.Time{}
+	s.active, s.call, s.d, s.deadline = false, nil, Delivery{}, time.Time{}
 	s.mu.Unlock()
 	if abandoned {
 		return // already given back by abandonAll
 	}
-	cause := context.Cause(ctx)
+	cause := ctx.Cause()
 	switch {
+	case err == nil && w.inProcess:
+		w.ack(bg, d) // a function call: nothing to gather
 	case err == nil:
-		w.ack(bg, d)
+		w.ackLater(bg, d)
 	case errors.Is(cause, ErrWorkerStopped) || (hard.Err() != nil && errors.Is(err, context.Canceled)):
 		w.giveBack(bg, d)
 	case errors.Is(cause, ErrLeaseLost):
@@ -477,18 +501,18 @@ func (w *Worker) checkTimeouts() {
 	now := w.clock.Now()
 	var next time.Time
 	for _, s := range w.slots {
-		var cancel context.CancelCauseFunc
+		var call *callContext
 		s.mu.Lock()
 		switch {
 		case !s.active || s.deadline.IsZero():
 		case !now.Before(s.deadline):
-			cancel, s.deadline = s.cancel, time.Time{}
+			call, s.deadline = s.call, time.Time{}
 		case next.IsZero() || s.deadline.Before(next):
 			next = s.deadline
 		}
 		s.mu.Unlock()
-		if cancel != nil {
-			cancel(ErrHandlerTimeout)
+		if call != nil {
+			call.cancel(ErrHandlerTimeout)
 		}
 	}
 	if !next.IsZero() {
@@ -508,6 +532,86 @@ func (w *Worker) call(ctx context.Context, d Delivery) (err error) {
 		}
 	}()
 	return w.h(ctx, d)
+}
+
+// pendingAck is a finished message waiting for its ack.
+type pendingAck struct {
+	receipt Receipt
+	id      string
+}
+
+// maxPendingAcks bounds the acks waiting for the acker. At the bound, a
+// handler acks its own message, and waits for it.
+const maxPendingAcks = MaxBatch
+
+// ackLater hands the ack of d to the acker.
+func (w *Worker) ackLater(ctx context.Context, d Delivery) {
+	w.amu.Lock()
+	if len(w.acks) >= maxPendingAcks {
+		w.amu.Unlock()
+		w.ack(ctx, d)
+		return
+	}
+	w.acks = append(w.acks, pendingAck{d.Receipt, d.ID})
+	first := len(w.acks) == 1
+	w.amu.Unlock()
+	if first {
+		select {
+		case w.ackNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sendAcks sends the acks handed to it, as many as have gathered in one
+// AckBatch, until done is closed; it then sends what is left and returns.
+// Acks gather while the previous batch is on its way, so that the batch
+// grows with the load and costs nothing in latency when idle.
+func (w *Worker) sendAcks(ctx context.Context, done <-chan struct{}) {
+	var batch []pendingAck
+	receipts := make([]Receipt, 0, 64)
+	for {
+		stopping := false
+		select {
+		case <-w.ackNow:
+		case <-done:
+			stopping = true
+		}
+		for {
+			w.amu.Lock()
+			batch, w.acks = w.acks, batch[:0]
+			w.amu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			receipts = receipts[:0]
+			for _, a := range batch {
+				receipts = append(receipts, a.receipt)
+			}
+			err := w.q.AckBatch(ctx, receipts...)
+			var be *BatchError
+			switch {
+			case err == nil:
+				w.succeeded.Add(uint64(len(batch)))
+			case errors.As(err, &be):
+				for i, a := range batch {
+					if be.Errs[i] == nil {
+						w.succeeded.Add(1)
+						continue
+					}
+					w.settleError(Delivery{ID: a.id}, "ack", be.Errs[i])
+				}
+			default:
+				for _, a := range batch {
+					w.settleError(Delivery{ID: a.id}, "ack", err)
+				}
+			}
+			clear(batch) // let go of the receipts
+		}
+		if stopping {
+			return
+		}
+	}
 }
 
 func (w *Worker) ack(ctx context.Context, d Delivery) {
@@ -574,7 +678,7 @@ func (w *Worker) keepLeases(t clock.Ticker, done <-chan struct{}) {
 		for _, s := range w.slots {
 			s.mu.Lock()
 			due := s.active && !s.abandoned && s.leaseUntil.Sub(now) <= lease-lease/3
-			d, cancel := s.d, s.cancel
+			d, call := s.d, s.call
 			s.mu.Unlock()
 			if !due {
 				continue
@@ -590,7 +694,7 @@ func (w *Worker) keepLeases(t clock.Ticker, done <-chan struct{}) {
 			case errors.Is(err, ErrStaleReceipt):
 				w.leaseLost.Add(1)
 				w.log.Warn("queue: lease lost while the handler ran", "queue", w.q.Name(), "id", d.ID)
-				cancel(ErrLeaseLost)
+				call.cancel(ErrLeaseLost)
 			default:
 				w.log.Error("queue: extending a lease failed", "queue", w.q.Name(), "id", d.ID, "err", err)
 			}
@@ -639,10 +743,10 @@ func (w *Worker) abandonAll() {
 		s.mu.Lock()
 		give := s.active && !s.abandoned
 		s.abandoned = true
-		d, cancel := s.d, s.cancel
+		d, call := s.d, s.call
 		s.mu.Unlock()
 		if give {
-			cancel(ErrWorkerStopped)
+			call.cancel(ErrWorkerStopped)
 			w.giveBack(bg, d)
 		}
 	}
