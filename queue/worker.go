@@ -202,10 +202,10 @@ type Worker struct {
 // slot is one handler goroutine's current message.
 type slot struct {
 	mu         sync.Mutex
-	active     bool                    // guarded by mu
-	abandoned  bool                    // given back at shutdown; guarded by mu
-	d          Delivery                // guarded by mu
-	leaseUntil time.Time               // guarded by mu
+	active     bool         // guarded by mu
+	abandoned  bool         // given back at shutdown; guarded by mu
+	d          Delivery     // guarded by mu
+	leaseUntil time.Time    // guarded by mu
 	deadline   time.Time    // when the call times out; zero when it cannot; guarded by mu
 	call       *callContext // the running call's context; guarded by mu
 }
