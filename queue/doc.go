@@ -43,8 +43,12 @@
 //
 // # The worker
 //
-// A Worker receives only as many messages as it has free handlers, extends
-// each lease every Lease/3 while its handler runs, acks on success, and on
+// A Worker receives as many messages as it has free handlers plus its
+// Prefetch (on an engine, ten per handler by default, so that the next
+// receive is under way while handlers work), extends each lease every
+// Lease/3 while its message waits or its handler runs, acks on success (on
+// an engine with AckBatch, the acks that gather while one batch is on its
+// way go out as the next), and on
 // failure nacks with exponential backoff and full jitter (or the delay of a
 // RetryAfter error) until MaxAttempts, then dead-letters; a Permanent error
 // dead-letters at once. Panics are recovered and count as failures; each

@@ -94,18 +94,30 @@ const (
 	DefaultRetryBase   = time.Second
 	DefaultRetryMax    = 5 * time.Minute
 	DefaultTimeout     = 5 * time.Minute
+	// DefaultPrefetchPerHandler sizes the default Prefetch on an engine.
+	DefaultPrefetchPerHandler = 10
 )
 
 // WorkerOptions configures NewWorker. The zero value gives every default.
 type WorkerOptions struct {
 	// Concurrency bounds how many handlers run at once, in [1,
-	// MaxConcurrency]. The worker receives only as many messages as it has
-	// free handlers (prefetch equals free capacity), so no message waits
-	// leased in a local buffer: one long-polling receive for all free
-	// handlers, and, while the last receive found more messages than free
-	// handlers, a handler that finishes receives its next message itself
+	// MaxConcurrency]. The worker receives as many messages as it has free
+	// handlers plus room under Prefetch, in one long-polling receive; on
+	// the memory backend, while the last receive found more messages than
+	// that, a handler that finishes receives its next message itself
 	// (without waiting). Zero means DefaultConcurrency (10).
 	Concurrency int
+	// Prefetch is how many received messages may wait for a free handler,
+	// in [0, MaxBatch], so that the next messages are on their way while
+	// the handlers work, in fewer and fuller receives. Their leases are
+	// kept as a running handler's are; when the worker stops receiving,
+	// those not started are given back at once. Zero means
+	// DefaultPrefetchPerHandler per handler (at most MaxBatch) on an
+	// engine, where each receive is a round trip, and none on the memory
+	// backend, where a finishing handler receives its next message itself;
+	// -1 means none. Lower it for long jobs: a message waiting here is
+	// leased, so no other worker can take it.
+	Prefetch int
 	// Lease is the lease taken on each message, in [MinLease, MaxLease].
 	// While a handler runs, the worker extends it every Lease/3. Zero
 	// means DefaultLease (30s).
@@ -188,6 +200,11 @@ type Worker struct {
 	// are function calls: a handler then receives its next message itself
 	// and acks its own (see Run).
 	inProcess bool
+	// batchAcks is set when the backend is an engine that acks a batch in
+	// one round trip (a BatchAcker): handlers then hand their acks to the
+	// acker. On the memory backend an ack is a function call, and on a
+	// backend without AckBatch the acker could only send them one by one.
+	batchAcks bool
 
 	// Acks of finished messages wait in acks for the acker goroutine,
 	// which sends them as one AckBatch, so that a handler does not wait
@@ -195,6 +212,9 @@ type Worker struct {
 	amu    sync.Mutex
 	acks   []pendingAck  // guarded by amu
 	ackNow chan struct{} // a nudge to the acker; buffered 1
+
+	// waiting holds the prefetched messages not yet started.
+	waiting waitingSet
 
 	succeeded, failed, retried, deadLettered, panics, timedOut, leaseLost, abandoned atomic.Uint64
 }
@@ -217,6 +237,7 @@ func NewWorker(q *Queue, h Handler, opts WorkerOptions) *Worker {
 		opts.Concurrency = DefaultConcurrency
 	}
 	opts.Concurrency = min(opts.Concurrency, MaxConcurrency)
+	opts.Prefetch = min(opts.Prefetch, MaxBatch)
 	if opts.Lease == 0 {
 		opts.Lease = DefaultLease
 	}
@@ -294,14 +315,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.stopRecv, w.hardStop = stopRecv, hardStop
 	w.mu.Unlock()
 
-	n := w.opts.Concurrency
 	// The handlers' own receive (below) pays only where a receive is a
 	// function call: on the memory backend. On an engine each would be one
-	// round trip per message; there the receive loop batches instead,
-	// taking every handler that freed up during the last round trip.
+	// round trip per message; there the receive loop batches instead, and
+	// prefetches so that a round trip is under way while handlers work.
 	_, inProcess := w.q.Backend().(*Memory)
 	w.inProcess = inProcess
-	jobs := make(chan Delivery, n)
+	_, batcher := w.q.Backend().(BatchAcker)
+	w.batchAcks = batcher && !inProcess
+	prefetch := w.opts.Prefetch
+	switch {
+	case prefetch == 0 && !inProcess:
+		prefetch = min(DefaultPrefetchPerHandler*w.opts.Concurrency, MaxBatch)
+	case prefetch < 0:
+		prefetch = 0
+	}
+	w.waiting.m = make(map[Receipt]*waitingMsg)
+	n := w.opts.Concurrency + prefetch
+	jobs := make(chan job, n)
 	tokens := make(chan struct{}, n)  // one per message received and not yet finished
 	bg := context.WithoutCancel(hard) // settles messages whatever happens to hard
 	var handlers sync.WaitGroup
@@ -312,8 +343,23 @@ func (w *Worker) Run(ctx context.Context) error {
 			parent, cancel := context.WithCancelCause(hard)
 			defer cancel(nil)
 			var own []Delivery // what the handler receives itself, reused
-			for d := range jobs {
-				w.handle(parent, bg, s, d)
+			for j := range jobs {
+				if prefetch > 0 {
+					until, lost := w.waiting.take(j.d.Receipt)
+					if lost {
+						<-tokens
+						continue
+					}
+					j.leasedAt = until.Add(-w.opts.Lease)
+				}
+				if recvCtx.Err() != nil {
+					// Receiving stopped: a message not started goes back
+					// at once, for another worker.
+					w.giveBack(bg, j.d)
+					<-tokens
+					continue
+				}
+				w.handle(parent, bg, s, j.d, j.leasedAt)
 				// While messages are waiting, take the next one here
 				// rather than through the receive loop: one receive of one
 				// message, for this handler only, so that prefetch still
@@ -328,7 +374,7 @@ func (w *Worker) Run(ctx context.Context) error {
 					}
 					d := own[0]
 					own[0] = Delivery{} // let go of the message
-					w.handle(parent, bg, s, d)
+					w.handle(parent, bg, s, d, time.Time{})
 				}
 				<-tokens
 			}
@@ -344,7 +390,20 @@ func (w *Worker) Run(ctx context.Context) error {
 	var acker sync.WaitGroup
 	acker.Go(func() { w.sendAcks(bg, ackerDone) })
 
-	err := w.receive(recvCtx, jobs, tokens)
+	err := w.receive(recvCtx, jobs, tokens, prefetch)
+	// Receiving stopped: the messages not started go back at once, for
+	// another worker, rather than when a handler is next free.
+	for drained := false; !drained; {
+		select {
+		case j := <-jobs:
+			if prefetch > 0 {
+				w.waiting.take(j.d.Receipt)
+			}
+			w.giveBack(bg, j.d)
+		default:
+			drained = true
+		}
+	}
 	close(jobs)
 	if ctx.Err() != nil {
 		w.abandonAll()
@@ -373,7 +432,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // receive leases as many messages as there are free handlers and hands
 // them over, until ctx ends.
-func (w *Worker) receive(ctx context.Context, jobs chan<- Delivery, tokens chan struct{}) error {
+func (w *Worker) receive(ctx context.Context, jobs chan<- job, tokens chan struct{}, prefetch int) error {
 	retrier := backoff.NewRetrier(backoff.Policy{Base: 100 * time.Millisecond, Max: 10 * time.Second}, w.clock)
 	for {
 		select {
@@ -391,6 +450,21 @@ func (w *Worker) receive(ctx context.Context, jobs chan<- Delivery, tokens chan 
 				break more
 			}
 		}
+		// With prefetch, while messages still wait for a handler, wait
+		// for half the room before receiving: fewer, fuller round trips.
+		for prefetch > 0 && n < cap(tokens)/2 && len(jobs) > 0 {
+			select {
+			case tokens <- struct{}{}:
+				n++
+			case <-ctx.Done():
+				for range n {
+					<-tokens
+				}
+				return nil
+			}
+		}
+		n = min(n, MaxBatch)
+		at := w.clock.Now()
 		ds, err := w.q.Receive(ctx, ReceiveOptions{Max: n, Lease: w.opts.Lease, Wait: w.opts.Wait})
 		w.backlog.Store(len(ds) == n)
 		for range n - len(ds) {
@@ -411,15 +485,26 @@ func (w *Worker) receive(ctx context.Context, jobs chan<- Delivery, tokens chan 
 		}
 		retrier.Reset()
 		for _, d := range ds {
-			jobs <- d // never blocks: tokens bound the messages to cap(jobs)
+			if prefetch > 0 {
+				w.waiting.add(d, at.Add(w.opts.Lease))
+			}
+			jobs <- job{d, at} // never blocks: tokens bound the messages to cap(jobs)
 		}
 	}
 }
 
+// job is a received message on its way to a handler, with when its lease
+// was taken or last extended.
+type job struct {
+	d        Delivery
+	leasedAt time.Time
+}
+
 // handle runs the handler on d in slot s and settles the outcome. hard is
 // the handler goroutine's context, ended (with Run's) when the worker
-// stops; bg is for settling, never ended.
-func (w *Worker) handle(hard, bg context.Context, s *slot, d Delivery) {
+// stops; bg is for settling, never ended. leasedAt is when d's lease was
+// taken or last extended; zero means now.
+func (w *Worker) handle(hard, bg context.Context, s *slot, d Delivery, leasedAt time.Time) {
 	if hard.Err() != nil { // stopping: give it back untouched
 		w.giveBack(bg, d)
 		return
@@ -427,9 +512,12 @@ func (w *Worker) handle(hard, bg context.Context, s *slot, d Delivery) {
 	ctx := newCallContext(hard)
 	defer ctx.cancel(nil)
 	now := w.clock.Now()
+	if leasedAt.IsZero() {
+		leasedAt = now
+	}
 	s.mu.Lock()
 	s.active, s.abandoned, s.d, s.call = true, false, d, ctx
-	s.leaseUntil = now.Add(w.opts.Lease)
+	s.leaseUntil = leasedAt.Add(w.opts.Lease)
 	if w.opts.Timeout > 0 {
 		s.deadline = now.Add(w.opts.Timeout)
 	}
@@ -449,10 +537,10 @@ func (w *Worker) handle(hard, bg context.Context, s *slot, d Delivery) {
 	}
 	cause := ctx.Cause()
 	switch {
-	case err == nil && w.inProcess:
-		w.ack(bg, d) // a function call: nothing to gather
-	case err == nil:
+	case err == nil && w.batchAcks:
 		w.ackLater(bg, d)
+	case err == nil:
+		w.ack(bg, d)
 	case errors.Is(cause, ErrWorkerStopped) || (hard.Err() != nil && errors.Is(err, context.Canceled)):
 		w.giveBack(bg, d)
 	case errors.Is(cause, ErrLeaseLost):
@@ -675,6 +763,7 @@ func (w *Worker) keepLeases(t clock.Ticker, done <-chan struct{}) {
 		case <-t.C():
 		}
 		now := w.clock.Now()
+		w.keepWaiting(now)
 		for _, s := range w.slots {
 			s.mu.Lock()
 			due := s.active && !s.abandoned && s.leaseUntil.Sub(now) <= lease-lease/3
@@ -698,6 +787,75 @@ func (w *Worker) keepLeases(t clock.Ticker, done <-chan struct{}) {
 			default:
 				w.log.Error("queue: extending a lease failed", "queue", w.q.Name(), "id", d.ID, "err", err)
 			}
+		}
+	}
+}
+
+// waitingSet holds the prefetched messages that wait for a handler, with
+// when their leases end, so that the keeper extends them as it extends
+// those of running handlers.
+type waitingSet struct {
+	mu sync.Mutex
+	m  map[Receipt]*waitingMsg // guarded by mu
+}
+
+type waitingMsg struct {
+	id         string
+	leaseUntil time.Time
+	lost       bool // its lease could not be extended: do not run it
+}
+
+func (ws *waitingSet) add(d Delivery, leaseUntil time.Time) {
+	ws.mu.Lock()
+	ws.m[d.Receipt] = &waitingMsg{id: d.ID, leaseUntil: leaseUntil}
+	ws.mu.Unlock()
+}
+
+// take removes a message a handler is about to start, returning when its
+// lease ends (moved by the extensions made while it waited) and whether
+// it was lost meanwhile.
+func (ws *waitingSet) take(r Receipt) (leaseUntil time.Time, lost bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	m := ws.m[r]
+	delete(ws.m, r)
+	return m.leaseUntil, m.lost
+}
+
+// keepWaiting extends the leases of the waiting messages with two thirds
+// or less left, as keepLeases does for running handlers; a message whose
+// lease is lost is marked so that no handler runs it.
+func (w *Worker) keepWaiting(now time.Time) {
+	lease := w.opts.Lease
+	var due []Receipt
+	w.waiting.mu.Lock()
+	for r, m := range w.waiting.m {
+		if !m.lost && m.leaseUntil.Sub(now) <= lease-lease/3 {
+			due = append(due, r)
+		}
+	}
+	w.waiting.mu.Unlock()
+	for _, r := range due {
+		err := w.q.Extend(context.Background(), r, lease)
+		w.waiting.mu.Lock()
+		m := w.waiting.m[r]
+		w.waiting.mu.Unlock()
+		if m == nil {
+			continue // started meanwhile; its handler's lease keeping has it
+		}
+		switch {
+		case err == nil:
+			w.waiting.mu.Lock()
+			m.leaseUntil = now.Add(lease)
+			w.waiting.mu.Unlock()
+		case errors.Is(err, ErrStaleReceipt):
+			w.waiting.mu.Lock()
+			m.lost = true
+			w.waiting.mu.Unlock()
+			w.leaseLost.Add(1)
+			w.log.Warn("queue: lease lost while the message waited for a handler", "queue", w.q.Name(), "id", m.id)
+		default:
+			w.log.Error("queue: extending a lease failed", "queue", w.q.Name(), "id", m.id, "err", err)
 		}
 	}
 }

@@ -373,3 +373,51 @@ func TestWorkerDrainsABacklogInOrder(t *testing.T) {
 	assert.Equal(t, want, order)
 	assert.Equal(t, uint64(50), w.Stats().Succeeded)
 }
+
+func TestWorkerKeepsPrefetchedLeasesAndGivesThemBackWhenStopping(t *testing.T) {
+	f := newFixture(t)
+	for _, body := range []string{"a", "b", "c"} {
+		_, err := f.q.Enqueue(f.ctx, queue.Message{Body: []byte(body)})
+		require.NoError(t, err)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	var ran []string
+	w, done := f.start(func(_ context.Context, d queue.Delivery) error {
+		ran = append(ran, string(d.Body))
+		if string(d.Body) == "a" {
+			close(started)
+			<-release
+		}
+		return nil
+	}, queue.WorkerOptions{Concurrency: 1, Prefetch: 2, Lease: 30 * time.Second, Timeout: -1})
+	wait(f, started, "the handler to start")
+	st, err := f.q.Stats(f.ctx)
+	require.NoError(t, err)
+	require.Equal(t, 3, st.InFlight, "one running, two prefetched in the same receive")
+
+	for range 6 { // two leases' worth of time, in steps of a third
+		f.clk.Advance(10 * time.Second)
+		for range 3 { // the running message's lease and both waiting ones
+			wait(f, f.rec.extended, "a lease extension")
+		}
+	}
+	st, err = f.q.Stats(f.ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 3, st.InFlight, "every lease kept")
+	assert.Zero(t, st.Retried, "nothing delivered again")
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- w.Shutdown(f.ctx) }()
+	for range 2 {
+		assert.Equal(t, queue.ErrWorkerStopped.Error(), wait(f, f.rec.nacked, "a prefetched message given back"))
+	}
+	st, err = f.q.Stats(f.ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 2, st.Depth, "given back while the running handler still runs")
+	close(release)
+	require.NoError(t, wait(f, stopped, "Shutdown"))
+	require.NoError(t, <-done)
+	assert.Equal(t, []string{"a"}, ran)
+	assert.Equal(t, uint64(2), w.Stats().Abandoned)
+	assert.Equal(t, uint64(1), w.Stats().Succeeded)
+}

@@ -99,10 +99,11 @@ func BenchmarkEnqueue(b *testing.B) {
 }
 
 // timed wraps a backend to report, beside the throughput, what bounds it:
-// messages per Receive and the mean time of a Receive and of an Ack.
+// messages per Receive and per ack call (Ack or AckBatch), and the mean
+// time of each.
 type timed struct {
 	queue.Backend
-	receives, received, receiveNs, acks, ackNs atomic.Int64
+	receives, received, receiveNs, acks, acked, ackNs atomic.Int64
 }
 
 func (t *timed) Receive(ctx context.Context, name string, o queue.ReceiveOptions) ([]queue.Delivery, error) {
@@ -119,14 +120,25 @@ func (t *timed) Ack(ctx context.Context, name string, r queue.Receipt) error {
 	err := t.Backend.Ack(ctx, name, r)
 	t.ackNs.Add(int64(time.Since(start)))
 	t.acks.Add(1)
+	t.acked.Add(1)
 	return err
+}
+
+func (t *timed) AckBatch(ctx context.Context, name string, rs []queue.Receipt) []error {
+	start := time.Now()
+	errs := t.Backend.(queue.BatchAcker).AckBatch(ctx, name, rs)
+	t.ackNs.Add(int64(time.Since(start)))
+	t.acks.Add(1)
+	t.acked.Add(int64(len(rs)))
+	return errs
 }
 
 func (t *timed) report(b *testing.B) {
 	n := float64(t.receives.Load())
 	b.ReportMetric(float64(t.received.Load())/n, "msgs/receive")
 	b.ReportMetric(float64(t.receiveNs.Load())/n/1e3, "µs/receive")
-	b.ReportMetric(float64(t.ackNs.Load())/float64(t.acks.Load())/1e3, "µs/ack")
+	b.ReportMetric(float64(t.ackNs.Load())/float64(t.acks.Load())/1e3, "µs/ack-call")
+	b.ReportMetric(float64(t.acked.Load())/float64(t.acks.Load()), "msgs/ack-call")
 }
 
 // BenchmarkProcess drains 20,000 pre-enqueued no-op jobs with a Worker of

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -297,6 +298,92 @@ func (b *Backend) Ack(ctx context.Context, name string, r queue.Receipt) error {
 	}
 	l.q.processed.Add(1)
 	return nil
+}
+
+// AckBatch implements queue.BatchAcker: every ack asks the server to
+// confirm it, as Ack does, but they go out together and their
+// confirmations come back on one inbox, so that the batch costs one round
+// trip. An ack not confirmed within the backend's Timeout fails as Ack's
+// would, its receipt still held.
+func (b *Backend) AckBatch(ctx context.Context, name string, rs []queue.Receipt) []error {
+	var errs []error
+	fail := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(rs))
+		}
+		errs[i] = err
+	}
+	ls := make([]*lease, len(rs))
+	sent := 0
+	for i, r := range rs {
+		l, err := b.held(name, r, true)
+		if err != nil {
+			fail(i, err)
+			continue
+		}
+		ls[i] = l
+		sent++
+	}
+	if sent == 0 {
+		return errs
+	}
+	giveBack := func(err error) []error {
+		for i, l := range ls {
+			if l != nil {
+				b.restore(l)
+				fail(i, err)
+			}
+		}
+		return errs
+	}
+	if err := b.check(); err != nil {
+		return giveBack(err)
+	}
+	in, err := b.takeInbox()
+	if err != nil {
+		return giveBack(err)
+	}
+	// The i-th ack's confirmation comes back to the inbox with token
+	// base+1+i.
+	base := in.seq
+	in.seq += uint64(len(rs))
+	for i, l := range ls {
+		if l == nil {
+			continue
+		}
+		reply := in.prefix + strconv.FormatUint(base+1+uint64(i), 36)
+		if err := b.nc.PublishRequest(string(rs[i]), reply, []byte("+ACK")); err != nil {
+			_ = in.sub.Unsubscribe() // confirmations of those sent may still come
+			return giveBack(b.wrap("+ACK", err))
+		}
+	}
+	t := time.NewTimer(b.opts.Timeout)
+	defer t.Stop()
+	for confirmed := 0; confirmed < sent; {
+		select {
+		case m := <-in.ch:
+			_, tok, _ := strings.Cut(m.Subject, in.prefix)
+			n, perr := strconv.ParseUint(tok, 36, 64)
+			i := int(n - base - 1)
+			if perr != nil || n <= base || i >= len(ls) || ls[i] == nil {
+				continue // late, for an earlier call on this inbox
+			}
+			ls[i].q.processed.Add(1)
+			ls[i] = nil
+			confirmed++
+		case <-t.C:
+			_ = in.sub.Unsubscribe()
+			return giveBack(b.wrap("+ACK", nats.ErrTimeout))
+		case <-ctx.Done():
+			_ = in.sub.Unsubscribe()
+			return giveBack(b.wrap("+ACK", ctx.Err()))
+		case <-b.done:
+			_ = in.sub.Unsubscribe()
+			return giveBack(queue.ErrClosed)
+		}
+	}
+	b.putInbox(in)
+	return errs
 }
 
 // restore puts back a delivery whose settlement failed, so the caller can
