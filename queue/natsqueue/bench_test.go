@@ -185,9 +185,10 @@ func BenchmarkProcess(b *testing.B) {
 			tb.report(b)
 		}
 	})
-	// The bare client under the Worker's terms: at most benchWorkers
-	// messages at a time, and each ack waits for the server's confirmation
-	// (the acks of a batch concurrently), so that a batch costs a pull and
+	// The bare client under the Worker's former terms (no prefetch): at
+	// most benchWorkers messages at a time, and each ack waits for the
+	// server's confirmation (the acks of a batch concurrently), so that a
+	// batch costs a pull and
 	// an ack round trip, as a Worker's handler does. It is the ceiling for
 	// confirmed acks with prefetch bounded by the handlers.
 	b.Run("bare-confirmed", func(b *testing.B) {

@@ -42,7 +42,9 @@
 //   - The lease is the consumer's AckWait (a Receive asking for another
 //     lease updates it), Extend is InProgress, Ack is an acknowledgement
 //     the server confirms (Ack returns nil only once the server has
-//     processed it; acks of concurrent callers are pipelined), Nack is a
+//     processed it; acks of concurrent callers are pipelined, and
+//     AckBatch sends a batch with every ack confirmed on one inbox, in
+//     one round trip), Nack is a
 //     nak (NakWithDelay for a delay), so a nacked message keeps its
 //     place; Attempt is the delivery's NumDelivered. A nak carries no
 //     data: the last error waits for the next delivery in the "<ns>_err"

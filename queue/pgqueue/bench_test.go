@@ -179,11 +179,7 @@ func BenchmarkProcess(b *testing.B) {
 		}
 	})
 	// The same work through the queue API without the Worker: 10
-	// goroutines, each a loop of Receive (up to 10) and Ack. The Worker
-	// receives only for free handlers, so with instant handlers its
-	// slots come back one at a time and each receive is a round trip
-	// for one job; this shows what the backend does when receives carry
-	// more.
+	// goroutines, each a loop of Receive (up to 10) and Ack.
 	b.Run("pgqueue-10-receive-loops", func(b *testing.B) {
 		_, _, q := benchBackend(b, pgqueue.Config{})
 		fill(b, q, b.N)
