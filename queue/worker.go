@@ -94,7 +94,8 @@ const (
 	DefaultRetryBase   = time.Second
 	DefaultRetryMax    = 5 * time.Minute
 	DefaultTimeout     = 5 * time.Minute
-	// DefaultPrefetchPerHandler sizes the default Prefetch on an engine.
+	// DefaultPrefetchPerHandler bounds the default (adaptive) Prefetch on
+	// an engine that is not a PrefetchAdvisor.
 	DefaultPrefetchPerHandler = 10
 )
 
@@ -111,12 +112,18 @@ type WorkerOptions struct {
 	// in [0, MaxBatch], so that the next messages are on their way while
 	// the handlers work, in fewer and fuller receives. Their leases are
 	// kept as a running handler's are; when the worker stops receiving,
-	// those not started are given back at once. Zero means
-	// DefaultPrefetchPerHandler per handler (at most MaxBatch) on an
-	// engine, where each receive is a round trip, and none on the memory
-	// backend, where a finishing handler receives its next message itself;
-	// -1 means none. Lower it for long jobs: a message waiting here is
-	// leased, so no other worker can take it.
+	// those not started are given back at once. A message waiting here is
+	// leased: no other worker can take it.
+	//
+	// Zero means, on an engine (where each receive is a round trip), a
+	// limit that follows the handlers: it doubles, up to the backend's
+	// PrefetchPerHandler per handler (DefaultPrefetchPerHandler for a
+	// backend that is not a PrefetchAdvisor), when they run through the waiting
+	// messages before the next receive is back, and halves, down to none,
+	// when they finish less than an eighth of them meanwhile; so fast
+	// handlers get full round trips and slow ones leave the queue's other
+	// messages to other workers. On the memory backend zero means none: a finishing
+	// handler receives its next message itself. -1 means none.
 	Prefetch int
 	// Lease is the lease taken on each message, in [MinLease, MaxLease].
 	// While a handler runs, the worker extends it every Lease/3. Zero
@@ -215,6 +222,9 @@ type Worker struct {
 
 	// waiting holds the prefetched messages not yet started.
 	waiting waitingSet
+	// freed gets a value (buffered 1) when a handler finishes a message,
+	// for the receive loop waiting for room.
+	freed chan struct{}
 
 	succeeded, failed, retried, deadLettered, panics, timedOut, leaseLost, abandoned atomic.Uint64
 }
@@ -272,6 +282,7 @@ func NewWorker(q *Queue, h Handler, opts WorkerOptions) *Worker {
 		slots:  make([]*slot, opts.Concurrency),
 		done:   make(chan struct{}),
 		ackNow: make(chan struct{}, 1),
+		freed:  make(chan struct{}, 1),
 	}
 	for i := range w.slots {
 		w.slots[i] = &slot{}
@@ -323,18 +334,33 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.inProcess = inProcess
 	_, batcher := w.q.Backend().(BatchAcker)
 	w.batchAcks = batcher && !inProcess
-	prefetch := w.opts.Prefetch
+	var prefetch prefetchLimit
 	switch {
-	case prefetch == 0 && !inProcess:
-		prefetch = min(DefaultPrefetchPerHandler*w.opts.Concurrency, MaxBatch)
-	case prefetch < 0:
-		prefetch = 0
+	case w.opts.Prefetch > 0:
+		prefetch = prefetchLimit{n: w.opts.Prefetch, max: w.opts.Prefetch}
+	case w.opts.Prefetch == 0 && !inProcess:
+		per := DefaultPrefetchPerHandler
+		if pa, ok := w.q.Backend().(PrefetchAdvisor); ok {
+			per = max(pa.PrefetchPerHandler(), 0)
+		}
+		limit := min(per*w.opts.Concurrency, MaxBatch)
+		prefetch = prefetchLimit{n: min(w.opts.Concurrency, limit), max: limit, adaptive: true}
 	}
 	w.waiting.m = make(map[Receipt]*waitingMsg)
-	n := w.opts.Concurrency + prefetch
+	n := w.opts.Concurrency + prefetch.max
 	jobs := make(chan job, n)
 	tokens := make(chan struct{}, n)  // one per message received and not yet finished
 	bg := context.WithoutCancel(hard) // settles messages whatever happens to hard
+	// release frees the token of a finished message and nudges the receive
+	// loop, which may be waiting for room.
+	release := func() {
+		<-tokens
+		select {
+		case w.freed <- struct{}{}:
+		default:
+		}
+	}
+
 	var handlers sync.WaitGroup
 	for _, s := range w.slots {
 		handlers.Go(func() {
@@ -344,10 +370,10 @@ func (w *Worker) Run(ctx context.Context) error {
 			defer cancel(nil)
 			var own []Delivery // what the handler receives itself, reused
 			for j := range jobs {
-				if prefetch > 0 {
+				if prefetch.max > 0 {
 					until, lost := w.waiting.take(j.d.Receipt)
 					if lost {
-						<-tokens
+						release()
 						continue
 					}
 					j.leasedAt = until.Add(-w.opts.Lease)
@@ -356,7 +382,7 @@ func (w *Worker) Run(ctx context.Context) error {
 					// Receiving stopped: a message not started goes back
 					// at once, for another worker.
 					w.giveBack(bg, j.d)
-					<-tokens
+					release()
 					continue
 				}
 				w.handle(parent, bg, s, j.d, j.leasedAt)
@@ -376,7 +402,7 @@ func (w *Worker) Run(ctx context.Context) error {
 					own[0] = Delivery{} // let go of the message
 					w.handle(parent, bg, s, d, time.Time{})
 				}
-				<-tokens
+				release()
 			}
 		})
 	}
@@ -390,13 +416,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	var acker sync.WaitGroup
 	acker.Go(func() { w.sendAcks(bg, ackerDone) })
 
-	err := w.receive(recvCtx, jobs, tokens, prefetch)
+	err := w.receive(recvCtx, jobs, tokens, &prefetch)
 	// Receiving stopped: the messages not started go back at once, for
 	// another worker, rather than when a handler is next free.
 	for drained := false; !drained; {
 		select {
 		case j := <-jobs:
-			if prefetch > 0 {
+			if prefetch.max > 0 {
 				w.waiting.take(j.d.Receipt)
 			}
 			w.giveBack(bg, j.d)
@@ -432,40 +458,40 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // receive leases as many messages as there are free handlers and hands
 // them over, until ctx ends.
-func (w *Worker) receive(ctx context.Context, jobs chan<- job, tokens chan struct{}, prefetch int) error {
+func (w *Worker) receive(ctx context.Context, jobs chan<- job, tokens chan struct{}, p *prefetchLimit) error {
 	retrier := backoff.NewRetrier(backoff.Policy{Base: 100 * time.Millisecond, Max: 10 * time.Second}, w.clock)
+	c := w.opts.Concurrency
 	for {
-		select {
-		case tokens <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
-		n := 1
-	more:
-		for n < cap(tokens) {
-			select {
-			case tokens <- struct{}{}:
-				n++
-			default:
-				break more
+		// Wait for room: free handlers, or room under the prefetch limit.
+		// While messages still wait for a handler, wait for half the room:
+		// fewer, fuller round trips. tokens only shrinks meanwhile (this
+		// loop alone adds to it), so the room found is there.
+		var n int
+		for {
+			room := c + p.n - len(tokens)
+			if room > 0 && (p.n == 0 || 2*room >= c+p.n || len(jobs) == 0) {
+				n = min(room, MaxBatch)
+				break
 			}
-		}
-		// With prefetch, while messages still wait for a handler, wait
-		// for half the room before receiving: fewer, fuller round trips.
-		for prefetch > 0 && n < cap(tokens)/2 && len(jobs) > 0 {
 			select {
-			case tokens <- struct{}{}:
-				n++
+			case <-w.freed:
 			case <-ctx.Done():
-				for range n {
-					<-tokens
-				}
 				return nil
 			}
 		}
-		n = min(n, MaxBatch)
+		for range n {
+			tokens <- struct{}{} // never blocks: cap(tokens) is c + p.max
+		}
 		at := w.clock.Now()
+		before := len(tokens)
 		ds, err := w.q.Receive(ctx, ReceiveOptions{Max: n, Lease: w.opts.Lease, Wait: w.opts.Wait})
+		if err == nil && len(ds) > 0 {
+			// What the handlers did while the receive was on its way
+			// tells whether the buffer suits them. (A receive that waited
+			// for messages makes the handlers look fast, but then the
+			// queue is sparse, and a larger limit holds no more.)
+			p.observe(before-n, before-len(tokens), len(jobs), c)
+		}
 		w.backlog.Store(len(ds) == n)
 		for range n - len(ds) {
 			<-tokens
@@ -485,11 +511,50 @@ func (w *Worker) receive(ctx context.Context, jobs chan<- job, tokens chan struc
 		}
 		retrier.Reset()
 		for _, d := range ds {
-			if prefetch > 0 {
+			if p.max > 0 {
 				w.waiting.add(d, at.Add(w.opts.Lease))
 			}
 			jobs <- job{d, at} // never blocks: tokens bound the messages to cap(jobs)
 		}
+	}
+}
+
+// PrefetchAdvisor is implemented by an engine backend that knows how far
+// prefetching pays on it: a receive of many messages costs about one round
+// trip on some engines, and about one row each on others.
+type PrefetchAdvisor interface {
+	// PrefetchPerHandler is the most received messages per handler that a
+	// Worker with the default Prefetch keeps waiting.
+	PrefetchPerHandler() int
+}
+
+// prefetchLimit is how many received messages may wait for a handler.
+// Set by WorkerOptions.Prefetch it is fixed; by default, on an engine, it
+// follows the handlers: the buffer should not run dry while the next
+// receive is on its way, or the handlers wait for it, and should not hold
+// what the handlers will not reach soon, or those messages sit leased
+// where no other worker can take them. It starts at the concurrency.
+type prefetchLimit struct {
+	n, max   int
+	adaptive bool
+}
+
+// observe adjusts an adaptive limit after a receive. While it was on its
+// way, the handlers had had messages received before (running or
+// waiting), finished finished messages, and left were still waiting at
+// its end. The limit halves (down to none) when the handlers finished
+// less than an eighth of what they had: slow handlers, which prefetch
+// does not speed up. Otherwise it doubles (up to max) when the waiting
+// messages ran out: the handlers would have done more.
+func (p *prefetchLimit) observe(had, finished, left, concurrency int) {
+	if !p.adaptive {
+		return
+	}
+	switch {
+	case 8*finished < had:
+		p.n /= 2
+	case left == 0:
+		p.n = min(max(2*p.n, concurrency), p.max)
 	}
 }
 
@@ -632,7 +697,8 @@ type pendingAck struct {
 // handler acks its own message, and waits for it.
 const maxPendingAcks = MaxBatch
 
-// ackLater hands the ack of d to the acker.
+// ackLater hands the ack of d to the acker; at the bound the handler acks
+// d itself.
 func (w *Worker) ackLater(ctx context.Context, d Delivery) {
 	w.amu.Lock()
 	if len(w.acks) >= maxPendingAcks {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -420,4 +421,69 @@ func TestWorkerKeepsPrefetchedLeasesAndGivesThemBackWhenStopping(t *testing.T) {
 	assert.Equal(t, []string{"a"}, ran)
 	assert.Equal(t, uint64(2), w.Stats().Abandoned)
 	assert.Equal(t, uint64(1), w.Stats().Succeeded)
+}
+
+// batching is an engine-like backend with AckBatch: the Worker hands its
+// acks to its acker, which sends them in batches.
+type batching struct {
+	queue.Backend
+	calls, acked atomic.Int64
+	gate         chan struct{} // the first call waits for it
+}
+
+func (b *batching) AckBatch(ctx context.Context, q string, rs []queue.Receipt) []error {
+	if b.calls.Add(1) == 1 {
+		<-b.gate
+	}
+	errs := b.Backend.(queue.BatchAcker).AckBatch(ctx, q, rs)
+	for _, err := range errs {
+		if err == nil {
+			b.acked.Add(1)
+		}
+	}
+	if errs == nil {
+		b.acked.Add(int64(len(rs)))
+	}
+	return errs
+}
+
+func TestWorkerSendsAcksInBatchesAndFlushesThemOnShutdown(t *testing.T) {
+	mem := queue.NewMemory(queue.MemoryOptions{})
+	t.Cleanup(func() { mem.Close() })
+	all := make(chan struct{})
+	b := &batching{Backend: mem, gate: all}
+	q, err := queue.New(b, "jobs")
+	require.NoError(t, err)
+	ctx := context.Background()
+	const n = 500
+	msgs := make([]queue.Message, n)
+	for i := range msgs {
+		msgs[i] = queue.Message{Body: []byte(strconv.Itoa(i))}
+	}
+	_, err = q.EnqueueBatch(ctx, msgs)
+	require.NoError(t, err)
+
+	var handled atomic.Int64
+	w := queue.NewWorker(q, func(context.Context, queue.Delivery) error {
+		if handled.Add(1) == n {
+			close(all)
+		}
+		return nil
+	}, queue.WorkerOptions{Concurrency: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(ctx) }()
+	<-all
+	require.NoError(t, w.Shutdown(ctx))
+	require.NoError(t, <-ran)
+
+	assert.Equal(t, uint64(n), w.Stats().Succeeded, "every ack sent before Run returned")
+	assert.Equal(t, int64(n), b.acked.Load())
+	// The first batch was held until every handler had returned: the
+	// acks gathered meanwhile went in one more, and each of the 4
+	// handlers may have handed over its last ack just after.
+	assert.LessOrEqual(t, b.calls.Load(), int64(1+1+4))
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(n), st.Processed)
+	assert.Zero(t, st.InFlight)
 }

@@ -133,6 +133,10 @@ func (t *timed) AckBatch(ctx context.Context, name string, rs []queue.Receipt) [
 	return errs
 }
 
+func (t *timed) PrefetchPerHandler() int {
+	return t.Backend.(queue.PrefetchAdvisor).PrefetchPerHandler()
+}
+
 func (t *timed) report(b *testing.B) {
 	n := float64(t.receives.Load())
 	b.ReportMetric(float64(t.received.Load())/n, "msgs/receive")

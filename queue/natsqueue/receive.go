@@ -721,3 +721,7 @@ func (b *Backend) Redrive(ctx context.Context, name string, ids []string) (int, 
 		moved++
 	}
 }
+
+// PrefetchPerHandler implements queue.PrefetchAdvisor: a pull of many
+// messages costs about one round trip, so a Worker may keep many waiting.
+func (b *Backend) PrefetchPerHandler() int { return 50 }

@@ -132,6 +132,24 @@ func (a *acks) Ack(ctx context.Context, q string, r queue.Receipt) error {
 	return err
 }
 
+func (a *acks) AckBatch(ctx context.Context, q string, rs []queue.Receipt) []error {
+	errs := a.Backend.(queue.BatchAcker).AckBatch(ctx, q, rs)
+	n := int64(len(rs))
+	for _, err := range errs {
+		if err != nil {
+			n--
+		}
+	}
+	if a.n.Add(n) == a.want {
+		close(a.done)
+	}
+	return errs
+}
+
+func (a *acks) PrefetchPerHandler() int {
+	return a.Backend.(queue.PrefetchAdvisor).PrefetchPerHandler()
+}
+
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // fill enqueues n jobs in batches.

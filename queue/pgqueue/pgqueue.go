@@ -951,6 +951,43 @@ type settleReq struct {
 }
 
 func (b *Backend) settleOne(ctx context.Context, req *settleReq, r queue.Receipt) error {
+	if err := b.submit(ctx, req, r); err != nil {
+		return err
+	}
+	return b.settled(ctx, req)
+}
+
+// AckBatch implements queue.BatchAcker: the acks go to the settler
+// together, which settles them in one round trip.
+func (b *Backend) AckBatch(ctx context.Context, name string, rs []queue.Receipt) []error {
+	var errs []error
+	fail := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(rs))
+		}
+		errs[i] = err
+	}
+	reqs := make([]settleReq, len(rs))
+	for i, r := range rs {
+		reqs[i] = settleReq{queue: name, ack: true}
+		if err := b.submit(ctx, &reqs[i], r); err != nil {
+			reqs[i].done = nil
+			fail(i, err)
+		}
+	}
+	for i := range reqs {
+		if reqs[i].done == nil {
+			continue
+		}
+		if err := b.settled(ctx, &reqs[i]); err != nil {
+			fail(i, err)
+		}
+	}
+	return errs
+}
+
+// submit hands req, for receipt r, to the settler.
+func (b *Backend) submit(ctx context.Context, req *settleReq, r queue.Receipt) error {
 	if b.closed.Load() {
 		return queue.ErrClosed
 	}
@@ -961,11 +998,16 @@ func (b *Backend) settleOne(ctx context.Context, req *settleReq, r queue.Receipt
 	req.id, req.token, req.done = id, token, make(chan error, 1)
 	select {
 	case b.settle <- req:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-b.ctx.Done():
 		return queue.ErrClosed
 	}
+}
+
+// settled waits for the settler's outcome of req.
+func (b *Backend) settled(ctx context.Context, req *settleReq) error {
 	select {
 	case err := <-req.done:
 		return err
@@ -1089,3 +1131,8 @@ func (b *Backend) runSettle(ctx context.Context, pb *pgx.Batch, acks, exts bool)
 	}
 	return acked, extended, br.Close()
 }
+
+// PrefetchPerHandler implements queue.PrefetchAdvisor: each row a receive
+// takes is a row locked and written, so large receives buy little and
+// contend with the acks of the rows before them.
+func (b *Backend) PrefetchPerHandler() int { return 3 }

@@ -23,21 +23,65 @@ type ackReq struct {
 // queue, in one script call, so that under load many acks cost one round
 // trip and an ack alone costs one hop more than a direct call.
 func (b *Backend) Ack(ctx context.Context, name string, r queue.Receipt) error {
+	req, err := b.submitAck(ctx, name, r)
+	if err != nil {
+		return err
+	}
+	return b.acked(ctx, req)
+}
+
+// AckBatch implements queue.BatchAcker: the acks go to the batcher
+// together, which settles them in one script call.
+func (b *Backend) AckBatch(ctx context.Context, name string, rs []queue.Receipt) []error {
+	var errs []error
+	fail := func(i int, err error) {
+		if errs == nil {
+			errs = make([]error, len(rs))
+		}
+		errs[i] = err
+	}
+	reqs := make([]*ackReq, len(rs))
+	for i, r := range rs {
+		req, err := b.submitAck(ctx, name, r)
+		if err != nil {
+			fail(i, err)
+			continue
+		}
+		reqs[i] = req
+	}
+	for i, req := range reqs {
+		if req == nil {
+			continue
+		}
+		if err := b.acked(ctx, req); err != nil {
+			fail(i, err)
+		}
+	}
+	return errs
+}
+
+// submitAck hands the ack of r to the batcher.
+func (b *Backend) submitAck(ctx context.Context, name string, r queue.Receipt) (*ackReq, error) {
 	if b.closed.Load() {
-		return queue.ErrClosed
+		return nil, queue.ErrClosed
 	}
 	rc, err := parseReceipt(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req := &ackReq{p: b.prefix(name), r: rc, res: make(chan error, 1)}
 	select {
 	case b.acks <- req:
+		return req, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	case <-b.batched:
-		return queue.ErrClosed
+		return nil, queue.ErrClosed
 	}
+}
+
+// acked waits for the batcher's outcome of req.
+func (b *Backend) acked(ctx context.Context, req *ackReq) error {
 	select {
 	case err := <-req.res:
 		return err
@@ -119,3 +163,6 @@ func (b *Backend) flushAcks(batch []*ackReq) {
 		}
 	}
 }
+
+// PrefetchPerHandler implements queue.PrefetchAdvisor.
+func (b *Backend) PrefetchPerHandler() int { return 10 }
