@@ -68,7 +68,8 @@ type HandlerOptions struct {
 //
 //	POST /queues/{queue}/messages        enqueue; 202 {"id"} (or {"messages":[...]} for a batch)
 //	POST /queues/{queue}/receive?max=&wait=&lease=   long-poll receive; 200 {"messages":[...]}
-//	POST /queues/{queue}/ack             {"receipt"}; 204
+//	POST /queues/{queue}/ack             {"receipt"}; 204. Or {"receipts":[...]}: 200
+//	                                     {"acked", "failed":[{"index", "receipt", "status", "detail"}]}
 //	POST /queues/{queue}/nack            {"receipt", "delay", "error"}; 204
 //	POST /queues/{queue}/extend          {"receipt", "lease"}; 204
 //	POST /queues/{queue}/dead            {"receipt", "error"}: dead-letter; 204
@@ -446,15 +447,51 @@ func noContent(w http.ResponseWriter) error {
 	return nil
 }
 
+type ackRequest struct {
+	Receipt  Receipt   `json:"receipt"`
+	Receipts []Receipt `json:"receipts"`
+}
+
+// batchFailure is one receipt of a batch ack that did not hold.
+type batchFailure struct {
+	Index   int     `json:"index"`
+	Receipt Receipt `json:"receipt"`
+	Status  int     `json:"status"`
+	Detail  string  `json:"detail"`
+}
+
 func (h *httpHandler) ack(w http.ResponseWriter, r *http.Request, q *Queue) error {
-	req, err := h.readReceipt(w, r)
-	if err != nil {
+	var req ackRequest
+	if err := h.readJSON(w, r, &req); err != nil {
 		return err
 	}
-	if err := q.Ack(r.Context(), req.Receipt); err != nil {
-		return err
+	switch {
+	case req.Receipt != "" && req.Receipts != nil:
+		return badf("give either receipt or receipts, not both")
+	case req.Receipt != "":
+		if err := q.Ack(r.Context(), req.Receipt); err != nil {
+			return err
+		}
+		return noContent(w)
+	case len(req.Receipts) == 0:
+		return badf("no receipt in the body")
 	}
-	return noContent(w)
+	err := q.AckBatch(r.Context(), req.Receipts...)
+	var be *BatchError
+	if err != nil && !errors.As(err, &be) {
+		return err // the batch as a whole: too many receipts, an empty one, a closed backend
+	}
+	failed := []batchFailure{}
+	if be != nil {
+		for i, e := range be.Errs {
+			if e != nil {
+				p := problemFor(e)
+				failed = append(failed, batchFailure{Index: i, Receipt: req.Receipts[i], Status: p.Status, Detail: p.Detail})
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"acked": len(req.Receipts) - len(failed), "failed": failed})
+	return nil
 }
 
 func (h *httpHandler) nack(w http.ResponseWriter, r *http.Request, q *Queue) error {

@@ -115,6 +115,23 @@ func TestHTTPRoundTrip(t *testing.T) {
 	assert.JSONEq(t, `{"messages":[]}`, body)
 	resp, _ = do(t, "POST", base+"/resume", "", "")
 	require.Equal(t, http.StatusNoContent, resp.StatusCode)
+
+	// A batch ack: one request for many receipts, each reported.
+	resp, body = do(t, "POST", base+"/receive?max=10", "", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	require.NoError(t, json.Unmarshal([]byte(body), &rec))
+	require.Len(t, rec.Messages, 2)
+	receipts := `{"receipts":["` + rec.Messages[0].Receipt + `","` + m.Receipt + `","` + rec.Messages[1].Receipt + `"]}`
+	resp, body = do(t, "POST", base+"/ack", "application/json", `{"receipt":"a","receipts":["b"]}`)
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, "receipt or receipts, not both: %s", body)
+	resp, body = do(t, "POST", base+"/ack", "application/json", receipts)
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	assert.JSONEq(t, `{"acked":2,"failed":[{"index":1,"receipt":"`+m.Receipt+`","status":409,
+		"detail":"stale receipt: the lease has passed or the message was delivered again"}]}`, body)
+	resp, body = do(t, "GET", base, "", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	assert.Contains(t, body, `"depth":0`)
+	assert.Contains(t, body, `"in_flight":0`)
 }
 
 func TestHTTPBadInputGetsProblemDetails(t *testing.T) {
@@ -142,6 +159,8 @@ func TestHTTPBadInputGetsProblemDetails(t *testing.T) {
 		{"ack without receipt", "POST", base + "/ack", "application/json", "{}", nil, 400},
 		{"made-up receipt", "POST", base + "/ack", "application/json", `{"receipt":"zz"}`, nil, 400},
 		{"stale receipt", "POST", base + "/ack", "application/json", `{"receipt":"1.X"}`, nil, 409},
+		{"empty receipts", "POST", base + "/ack", "application/json", `{"receipts":[]}`, nil, 400},
+		{"an empty receipt in a batch", "POST", base + "/ack", "application/json", `{"receipts":[""]}`, nil, 400},
 		{"redrive without saying what", "POST", base + "/dead/redrive", "application/json", `{}`, nil, 400},
 		{"bad dead limit", "GET", base + "/dead?limit=-1", "", "", nil, 400},
 	}
