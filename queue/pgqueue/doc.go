@@ -89,12 +89,13 @@
 // On the development machine (2 cores shared with other builds, PostgreSQL
 // 15 on loopback with its default settings, fsync on), for 20,000 no-op
 // jobs of 128 bytes, in a quiet run: a queue.Worker with 10 handlers
-// processed 18,600 jobs per second, acks included (with its default
-// prefetch of ten messages per handler; 10,200 when it received only for
-// free handlers); ten loops of Receive (up to 10) and Ack 11,600 in the
-// same run, against a bare loop of one-row DELETE ... FOR UPDATE SKIP
-// LOCKED on 10 connections at 11,400 with synchronous_commit off (7,300
-// with it on). One producer enqueued 4,900 jobs per second one at a time (each a
+// processed 19,500 to 21,000 jobs per second, acks included (its default
+// prefetch stays under PrefetchPerHandler, 3 per handler: larger receives
+// lock and write more rows at once and made it slower; 10,200 when it
+// received only for free handlers); ten loops of Receive (up to 10) and
+// Ack about 11,500, against a bare loop of one-row DELETE ... FOR UPDATE
+// SKIP LOCKED on 10 connections at 11,100 with synchronous_commit off
+// (7,100 with it on). One producer enqueued 4,900 jobs per second one at a time (each a
 // commit; a bare INSERT 6,300) and 135,000 in batches of 100.
 // Enqueue→handler latency at 500 jobs per second was 0.5 ms at the median
 // and 2.1 ms at the 99th percentile (bare INSERT+NOTIFY to a LISTEN
