@@ -347,6 +347,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		prefetch = prefetchLimit{n: min(w.opts.Concurrency, limit), max: limit, adaptive: true}
 	}
 	w.waiting.m = make(map[Receipt]*waitingMsg)
+	// With prefetch, messages already wait in line: a handler that
+	// received its own would pass them by.
+	selfReceive := inProcess && prefetch.max == 0
 	n := w.opts.Concurrency + prefetch.max
 	jobs := make(chan job, n)
 	tokens := make(chan struct{}, n)  // one per message received and not yet finished
@@ -376,7 +379,9 @@ func (w *Worker) Run(ctx context.Context) error {
 						release()
 						continue
 					}
-					j.leasedAt = until.Add(-w.opts.Lease)
+					if !until.IsZero() {
+						j.leasedAt = until.Add(-w.opts.Lease)
+					}
 				}
 				if recvCtx.Err() != nil {
 					// Receiving stopped: a message not started goes back
@@ -391,7 +396,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				// message, for this handler only, so that prefetch still
 				// equals free capacity, without two goroutine switches
 				// per message. Receiving stops with recvCtx, as the loop's.
-				for inProcess && w.backlog.Load() && recvCtx.Err() == nil {
+				for selfReceive && w.backlog.Load() && recvCtx.Err() == nil {
 					var err error
 					own, err = w.q.ReceiveAppend(recvCtx, own[:0], ReceiveOptions{Max: 1, Lease: w.opts.Lease})
 					if err != nil || len(own) == 0 {
@@ -883,7 +888,10 @@ func (ws *waitingSet) add(d Delivery, leaseUntil time.Time) {
 func (ws *waitingSet) take(r Receipt) (leaseUntil time.Time, lost bool) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	m := ws.m[r]
+	m, ok := ws.m[r]
+	if !ok {
+		return time.Time{}, false
+	}
 	delete(ws.m, r)
 	return m.leaseUntil, m.lost
 }

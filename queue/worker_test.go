@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -486,4 +487,40 @@ func TestWorkerSendsAcksInBatchesAndFlushesThemOnShutdown(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, uint64(n), st.Processed)
 	assert.Zero(t, st.InFlight)
+}
+
+func TestWorkerWithPrefetchOnMemoryProcessesEachMessageOnce(t *testing.T) {
+	mem := queue.NewMemory(queue.MemoryOptions{})
+	t.Cleanup(func() { mem.Close() })
+	q, err := queue.New(mem, "jobs")
+	require.NoError(t, err)
+	ctx := context.Background()
+	const n = 300
+	msgs := make([]queue.Message, n)
+	for i := range msgs {
+		msgs[i] = queue.Message{Body: []byte(strconv.Itoa(i))}
+	}
+	_, err = q.EnqueueBatch(ctx, msgs)
+	require.NoError(t, err)
+	var mu sync.Mutex
+	seen := make(map[string]int)
+	all := make(chan struct{})
+	w := queue.NewWorker(q, func(_ context.Context, d queue.Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[string(d.Body)]++
+		if len(seen) == n {
+			close(all)
+		}
+		return nil
+	}, queue.WorkerOptions{Concurrency: 2, Prefetch: 8, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(ctx) }()
+	<-all
+	require.NoError(t, w.Shutdown(ctx))
+	require.NoError(t, <-ran)
+	for body, times := range seen {
+		assert.Equal(t, 1, times, body)
+	}
+	assert.Equal(t, uint64(n), w.Stats().Succeeded)
 }
