@@ -14,6 +14,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/switchboard-go/switchboard/internal/batch"
 	"github.com/switchboard-go/switchboard/internal/clock"
 	"github.com/switchboard-go/switchboard/internal/ids"
 )
@@ -951,18 +952,12 @@ func (m *Memory) Ack(_ context.Context, name string, r Receipt) error {
 // AckBatch implements BatchAcker: the receipts are read before the lock is
 // taken, and the lock and the clock are taken once for the batch.
 func (m *Memory) AckBatch(_ context.Context, name string, rs []Receipt) []error {
-	var errs []error
-	fail := func(i int, err error) {
-		if errs == nil {
-			errs = make([]error, len(rs))
-		}
-		errs[i] = err
-	}
+	errs := batch.New(len(rs))
 	failAll := func(err error) []error {
 		for i := range rs {
-			fail(i, err)
+			errs.Fail(i, err)
 		}
-		return errs
+		return errs.List()
 	}
 	q, err := m.queue(name)
 	if err != nil {
@@ -980,7 +975,7 @@ func (m *Memory) AckBatch(_ context.Context, name string, rs []Receipt) []error 
 	for i, r := range rs {
 		token, slot, err := parseReceipt(r)
 		if err != nil {
-			fail(i, err)
+			errs.Fail(i, err)
 			slot = -1
 		}
 		refs = append(refs, ref{token, slot})
@@ -992,7 +987,7 @@ func (m *Memory) AckBatch(_ context.Context, name string, rs []Receipt) []error 
 	}
 	now := m.clock.Now()
 	for i, r := range refs {
-		if errs != nil && errs[i] != nil {
+		if errs.Failed(i) {
 			continue
 		}
 		var e *entry
@@ -1000,12 +995,12 @@ func (m *Memory) AckBatch(_ context.Context, name string, rs []Receipt) []error 
 			e = q.slots[r.slot]
 		}
 		if e == nil || e.state != stateLeased || e.token != r.token || !now.Before(e.at) {
-			fail(i, ErrStaleReceipt)
+			errs.Fail(i, ErrStaleReceipt)
 			continue
 		}
 		q.ack(e)
 	}
-	return errs
+	return errs.List()
 }
 
 // ack deletes e, leased: the message was processed. q.mu is held.

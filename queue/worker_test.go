@@ -448,21 +448,29 @@ func (b *batching) AckBatch(ctx context.Context, q string, rs []queue.Receipt) [
 	return errs
 }
 
+// numbered returns the queue "jobs" of b holding n messages, whose bodies
+// are 0 to n-1.
+func numbered(t *testing.T, b queue.Backend, n int) *queue.Queue {
+	t.Helper()
+	q, err := queue.New(b, "jobs")
+	require.NoError(t, err)
+	msgs := make([]queue.Message, n)
+	for i := range msgs {
+		msgs[i] = queue.Message{Body: []byte(strconv.Itoa(i))}
+	}
+	_, err = q.EnqueueBatch(context.Background(), msgs)
+	require.NoError(t, err)
+	return q
+}
+
 func TestWorkerSendsAcksInBatchesAndFlushesThemOnShutdown(t *testing.T) {
 	mem := queue.NewMemory(queue.MemoryOptions{})
 	t.Cleanup(func() { mem.Close() })
 	all := make(chan struct{})
 	b := &batching{Backend: mem, gate: all}
-	q, err := queue.New(b, "jobs")
-	require.NoError(t, err)
 	ctx := context.Background()
 	const n = 500
-	msgs := make([]queue.Message, n)
-	for i := range msgs {
-		msgs[i] = queue.Message{Body: []byte(strconv.Itoa(i))}
-	}
-	_, err = q.EnqueueBatch(ctx, msgs)
-	require.NoError(t, err)
+	q := numbered(t, b, n)
 
 	var handled atomic.Int64
 	w := queue.NewWorker(q, func(context.Context, queue.Delivery) error {
@@ -492,16 +500,9 @@ func TestWorkerSendsAcksInBatchesAndFlushesThemOnShutdown(t *testing.T) {
 func TestWorkerWithPrefetchOnMemoryProcessesEachMessageOnce(t *testing.T) {
 	mem := queue.NewMemory(queue.MemoryOptions{})
 	t.Cleanup(func() { mem.Close() })
-	q, err := queue.New(mem, "jobs")
-	require.NoError(t, err)
 	ctx := context.Background()
 	const n = 300
-	msgs := make([]queue.Message, n)
-	for i := range msgs {
-		msgs[i] = queue.Message{Body: []byte(strconv.Itoa(i))}
-	}
-	_, err = q.EnqueueBatch(ctx, msgs)
-	require.NoError(t, err)
+	q := numbered(t, mem, n)
 	var mu sync.Mutex
 	seen := make(map[string]int)
 	all := make(chan struct{})

@@ -29,28 +29,7 @@ type Generator struct {
 // extended slice. It allocates nothing when dst has room for Len more
 // bytes.
 func (g *Generator) AppendID(dst []byte, now time.Time) []byte {
-	ms := millis(now)
-	g.mu.Lock()
-	fresh := ms > g.hi>>16
-	if !g.seeded {
-		var seed [32]byte
-		crand.Read(seed[:]) // never fails (crypto/rand, Go 1.24+)
-		g.rng.Seed(seed)
-		g.seeded = true
-		fresh = true
-	}
-	if fresh {
-		g.hi = ms<<16 | g.rng.Uint64()&0xFFFF
-		g.lo = g.rng.Uint64()
-	} else {
-		g.lo++
-		if g.lo == 0 {
-			g.hi++
-		}
-	}
-	hi, lo := g.hi, g.lo
-	g.mu.Unlock()
-	return encode(dst, hi, lo)
+	return g.AppendIDs(dst, now, 1)
 }
 
 // AppendIDs appends n new ids for the time now to dst, the ids n calls of

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/switchboard-go/switchboard/internal/backoff"
+	"github.com/switchboard-go/switchboard/internal/batch"
 	"github.com/switchboard-go/switchboard/internal/clock"
 	"github.com/switchboard-go/switchboard/queue"
 )
@@ -306,35 +307,29 @@ func (b *Backend) Ack(ctx context.Context, name string, r queue.Receipt) error {
 // trip. An ack not confirmed within the backend's Timeout fails as Ack's
 // would, its receipt still held.
 func (b *Backend) AckBatch(ctx context.Context, name string, rs []queue.Receipt) []error {
-	var errs []error
-	fail := func(i int, err error) {
-		if errs == nil {
-			errs = make([]error, len(rs))
-		}
-		errs[i] = err
-	}
+	errs := batch.New(len(rs))
 	ls := make([]*lease, len(rs))
 	sent := 0
 	for i, r := range rs {
 		l, err := b.held(name, r, true)
 		if err != nil {
-			fail(i, err)
+			errs.Fail(i, err)
 			continue
 		}
 		ls[i] = l
 		sent++
 	}
 	if sent == 0 {
-		return errs
+		return errs.List()
 	}
 	giveBack := func(err error) []error {
 		for i, l := range ls {
 			if l != nil {
 				b.restore(l)
-				fail(i, err)
+				errs.Fail(i, err)
 			}
 		}
-		return errs
+		return errs.List()
 	}
 	if err := b.check(); err != nil {
 		return giveBack(err)
@@ -383,7 +378,7 @@ func (b *Backend) AckBatch(ctx context.Context, name string, rs []queue.Receipt)
 		}
 	}
 	b.putInbox(in)
-	return errs
+	return errs.List()
 }
 
 // restore puts back a delivery whose settlement failed, so the caller can

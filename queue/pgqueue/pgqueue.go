@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/switchboard-go/switchboard/internal/backoff"
+	"github.com/switchboard-go/switchboard/internal/batch"
 	"github.com/switchboard-go/switchboard/internal/clock"
 	"github.com/switchboard-go/switchboard/queue"
 )
@@ -960,30 +961,10 @@ func (b *Backend) settleOne(ctx context.Context, req *settleReq, r queue.Receipt
 // AckBatch implements queue.BatchAcker: the acks go to the settler
 // together, which settles them in one round trip.
 func (b *Backend) AckBatch(ctx context.Context, name string, rs []queue.Receipt) []error {
-	var errs []error
-	fail := func(i int, err error) {
-		if errs == nil {
-			errs = make([]error, len(rs))
-		}
-		errs[i] = err
-	}
-	reqs := make([]settleReq, len(rs))
-	for i, r := range rs {
-		reqs[i] = settleReq{queue: name, ack: true}
-		if err := b.submit(ctx, &reqs[i], r); err != nil {
-			reqs[i].done = nil
-			fail(i, err)
-		}
-	}
-	for i := range reqs {
-		if reqs[i].done == nil {
-			continue
-		}
-		if err := b.settled(ctx, &reqs[i]); err != nil {
-			fail(i, err)
-		}
-	}
-	return errs
+	return batch.Pipelined(len(rs), func(i int) (*settleReq, error) {
+		req := &settleReq{queue: name, ack: true}
+		return req, b.submit(ctx, req, rs[i])
+	}, func(req *settleReq) error { return b.settled(ctx, req) })
 }
 
 // submit hands req, for receipt r, to the settler.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/switchboard-go/switchboard/internal/batch"
 	"github.com/switchboard-go/switchboard/queue"
 )
 
@@ -33,31 +34,9 @@ func (b *Backend) Ack(ctx context.Context, name string, r queue.Receipt) error {
 // AckBatch implements queue.BatchAcker: the acks go to the batcher
 // together, which settles them in one script call.
 func (b *Backend) AckBatch(ctx context.Context, name string, rs []queue.Receipt) []error {
-	var errs []error
-	fail := func(i int, err error) {
-		if errs == nil {
-			errs = make([]error, len(rs))
-		}
-		errs[i] = err
-	}
-	reqs := make([]*ackReq, len(rs))
-	for i, r := range rs {
-		req, err := b.submitAck(ctx, name, r)
-		if err != nil {
-			fail(i, err)
-			continue
-		}
-		reqs[i] = req
-	}
-	for i, req := range reqs {
-		if req == nil {
-			continue
-		}
-		if err := b.acked(ctx, req); err != nil {
-			fail(i, err)
-		}
-	}
-	return errs
+	return batch.Pipelined(len(rs), func(i int) (*ackReq, error) {
+		return b.submitAck(ctx, name, rs[i])
+	}, func(req *ackReq) error { return b.acked(ctx, req) })
 }
 
 // submitAck hands the ack of r to the batcher.
