@@ -88,6 +88,10 @@ type MemoryOptions struct {
 // empties; up to 1024 entries of acked messages (about 200 KiB) are kept
 // for the next enqueues to reuse (more go to a sync.Pool); the rings shrink as they drain, and the lease ring is compacted
 // when ended records make it more than twice the leases held plus 1024.
+// An enqueue fills in its messages' entries (and makes their ids) before
+// it takes the queue's lock to place them, so that consumers wait on a
+// producer only for the placing; AckBatch and ReceiveAppend let a consumer
+// pay one lock and no slice per batch.
 // Acks on the wall clock check the lease against the monotonic clock
 // alone, which costs half a full reading.
 //
@@ -343,13 +347,38 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 	if err != nil {
 		return nil, err
 	}
-	// What needs no lock is done before it is taken: the time, and the
-	// ids of the whole batch, in one string sliced per message. The lock
-	// is then held only to place the messages.
+	// What needs no lock is done before it is taken: the time, the ids of
+	// the whole batch (one string sliced per message) and the entries,
+	// filled in. The queue's lock is then taken briefly for the entries,
+	// and held only to place them.
 	now := m.clock.Now()
 	res := make([]EnqueueResult, len(msgs))
 	idb := m.ids.AppendIDs(make([]byte, 0, ids.Len*len(msgs)), now, len(msgs))
 	all := unsafe.String(unsafe.SliceData(idb), len(idb)) // idb is never written again
+	var buf [128]*entry
+	es := buf[:0]
+	if len(msgs) > len(buf) {
+		es = make([]*entry, 0, len(msgs))
+	}
+	q.mu.Lock()
+	for range msgs {
+		es = append(es, q.newEntry())
+	}
+	q.mu.Unlock()
+	for i, msg := range msgs {
+		e := es[i]
+		e.id, e.body, e.header, e.priority = all[i*ids.Len:(i+1)*ids.Len], msg.Body, msg.Header, msg.Priority
+		e.enqueuedAt, e.queuedAt = now, now
+		at := msg.RunAt
+		if msg.Delay > 0 {
+			at = now.Add(msg.Delay)
+		}
+		if at.After(now) {
+			e.state, e.at = stateDelayed, at
+		} else {
+			e.state = stateReady
+		}
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
@@ -357,41 +386,36 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 	}
 	q.expireDedup(now)
 	if q.live+len(msgs) > m.cfg.MaxDepth {
+		q.unused(es)
 		return nil, ErrQueueFull
 	}
 	var batchKeys map[string]string // dedup keys first seen in this batch
 	woken := 0
 	for i, msg := range msgs {
-		id := all[i*ids.Len : (i+1)*ids.Len]
+		e := es[i]
 		if msg.DedupKey != "" {
 			if rec, ok := q.dedup[msg.DedupKey]; ok {
 				res[i] = EnqueueResult{ID: rec.id, Duplicate: true}
+				q.unused(es[i : i+1])
 				continue
 			}
 			if first, ok := batchKeys[msg.DedupKey]; ok {
 				res[i] = EnqueueResult{ID: first, Duplicate: true}
+				q.unused(es[i : i+1])
 				continue
 			}
 			if batchKeys == nil {
 				batchKeys = make(map[string]string)
 			}
-			batchKeys[msg.DedupKey] = id
+			batchKeys[msg.DedupKey] = e.id
 		}
-		res[i] = EnqueueResult{ID: id}
+		res[i] = EnqueueResult{ID: e.id}
 		q.seq++
-		e := q.newEntry()
-		e.id, e.body, e.header, e.priority = id, msg.Body, msg.Header, msg.Priority
-		e.seq, e.enqueuedAt, e.queuedAt = q.seq, now, now
+		e.seq = q.seq
 		q.place(e)
-		at := msg.RunAt
-		if msg.Delay > 0 {
-			at = now.Add(msg.Delay)
-		}
-		if at.After(now) {
-			e.state, e.at = stateDelayed, at
+		if e.state == stateDelayed {
 			q.timed.push(e)
 		} else {
-			e.state = stateReady
 			q.pushFresh(e)
 			woken++
 		}
@@ -402,6 +426,17 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 	q.wake(woken)
 	q.armTimer(now)
 	return res, nil
+}
+
+// unused gives back entries that Enqueue filled and did not place. q.mu
+// is held.
+func (q *memQueue) unused(es []*entry) {
+	for _, e := range es {
+		e.id, e.body, e.header = "", nil, nil
+		if len(q.spare) < maxSpare {
+			q.spare = append(q.spare, e)
+		}
+	}
 }
 
 // newEntry returns a spare entry, or a new one. The fields a message
@@ -844,6 +879,26 @@ func appendReceipt(b []byte, token uint64, slot int) []byte {
 // case, so that a receipt stays readable if the widths ever change. A slot
 // that does not parse names no slot (-1): the receipt is stale.
 func parseReceipt(r Receipt) (token uint64, slot int, err error) {
+	if len(r) == receiptLen && r[tokenDigits] == '.' {
+		// The width this backend writes: no search, no branch a digit.
+		// A bad digit sets bit 7; 13 digits hold 65 bits, so the first
+		// must be below 16.
+		var bad byte
+		var s uint64
+		for i := range tokenDigits {
+			d := base32Value[r[i]]
+			bad |= d
+			token = token<<5 | uint64(d&31)
+		}
+		for i := tokenDigits + 1; i < receiptLen; i++ {
+			d := base32Value[r[i]]
+			bad |= d
+			s = s<<5 | uint64(d&31)
+		}
+		if bad&0x80 == 0 && base32Value[r[0]] < 16 {
+			return token, int(s), nil
+		}
+	}
 	tok, s, ok := strings.Cut(string(r), ".")
 	token, tokOK := parseBase32(tok)
 	if !ok || s == "" || !tokOK {

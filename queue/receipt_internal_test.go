@@ -35,3 +35,23 @@ func TestParseReceiptRefusesWhatItDidNotWrite(t *testing.T) {
 		assert.ErrorIs(t, err, ErrInvalid, "%q", r)
 	}
 }
+
+func TestParseReceiptFullWidthRefusesWhatTheShortPathWould(t *testing.T) {
+	good := string(appendReceipt(nil, 12345, 678))
+	for i := range len(good) {
+		if i == tokenDigits {
+			continue
+		}
+		bad := []byte(good)
+		bad[i] = 'w' // not a base-32 digit
+		_, slot, err := parseReceipt(Receipt(bad))
+		if err == nil {
+			assert.Equal(t, -1, slot, "digit %d", i)
+			continue
+		}
+		assert.ErrorIs(t, err, ErrInvalid, "digit %d", i)
+	}
+	over := "g" + good[1:] // 65 bits
+	_, _, err := parseReceipt(Receipt(over))
+	assert.ErrorIs(t, err, ErrInvalid)
+}
