@@ -44,12 +44,13 @@
 // # The worker
 //
 // A Worker receives as many messages as it has free handlers plus its
-// Prefetch (on an engine, ten per handler by default, so that the next
-// receive is under way while handlers work), extends each lease every
-// Lease/3 while its message waits or its handler runs, acks on success (on
-// an engine with AckBatch, the acks that gather while one batch is on its
-// way go out as the next), and on
-// failure nacks with exponential backoff and full jitter (or the delay of a
+// prefetch (on an engine, by default, a limit that grows while handlers
+// run through what waits and shrinks when they are slow, so that the next
+// receive is under way while fast handlers work and slow ones leave
+// messages to other workers), extends each lease every Lease/3 while its
+// message waits or its handler runs, acks on success (on an engine with
+// AckBatch, the acks that gather while one batch is on its way go out as
+// the next), and on failure nacks with exponential backoff and full jitter (or the delay of a
 // RetryAfter error) until MaxAttempts, then dead-letters; a Permanent error
 // dead-letters at once. Panics are recovered and count as failures; each
 // call has a Timeout. Shutdown stops receiving, waits for running handlers

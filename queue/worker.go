@@ -203,10 +203,6 @@ type Worker struct {
 	// that more messages are likely waiting: a handler that finishes then
 	// takes its next message itself (see Run).
 	backlog atomic.Bool
-	// inProcess is set when the backend is the memory backend, whose calls
-	// are function calls: a handler then receives its next message itself
-	// and acks its own (see Run).
-	inProcess bool
 	// batchAcks is set when the backend is an engine that acks a batch in
 	// one round trip (a BatchAcker): handlers then hand their acks to the
 	// acker. On the memory backend an ack is a function call, and on a
@@ -331,7 +327,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	// round trip per message; there the receive loop batches instead, and
 	// prefetches so that a round trip is under way while handlers work.
 	_, inProcess := w.q.Backend().(*Memory)
-	w.inProcess = inProcess
 	_, batcher := w.q.Backend().(BatchAcker)
 	w.batchAcks = batcher && !inProcess
 	var prefetch prefetchLimit
