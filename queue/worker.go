@@ -230,6 +230,7 @@ type slot struct {
 	mu         sync.Mutex
 	active     bool         // guarded by mu
 	abandoned  bool         // given back at shutdown; guarded by mu
+	lost       bool         // its lease could not be extended: extend no more; guarded by mu
 	d          Delivery     // guarded by mu
 	leaseUntil time.Time    // guarded by mu
 	deadline   time.Time    // when the call times out; zero when it cannot; guarded by mu
@@ -581,7 +582,7 @@ func (w *Worker) handle(hard, bg context.Context, s *slot, d Delivery, leasedAt 
 		leasedAt = now
 	}
 	s.mu.Lock()
-	s.active, s.abandoned, s.d, s.call = true, false, d, ctx
+	s.active, s.abandoned, s.lost, s.d, s.call = true, false, false, d, ctx
 	s.leaseUntil = leasedAt.Add(w.opts.Lease)
 	if w.opts.Timeout > 0 {
 		s.deadline = now.Add(w.opts.Timeout)
@@ -832,7 +833,7 @@ func (w *Worker) keepLeases(t clock.Ticker, done <-chan struct{}) {
 		w.keepWaiting(now)
 		for _, s := range w.slots {
 			s.mu.Lock()
-			due := s.active && !s.abandoned && s.leaseUntil.Sub(now) <= lease-lease/3
+			due := s.active && !s.abandoned && !s.lost && s.leaseUntil.Sub(now) <= lease-lease/3
 			d, call := s.d, s.call
 			s.mu.Unlock()
 			if !due {
@@ -847,6 +848,11 @@ func (w *Worker) keepLeases(t clock.Ticker, done <-chan struct{}) {
 				}
 				s.mu.Unlock()
 			case errors.Is(err, ErrStaleReceipt):
+				s.mu.Lock()
+				if s.active && s.d.Receipt == d.Receipt {
+					s.lost = true
+				}
+				s.mu.Unlock()
 				w.leaseLost.Add(1)
 				w.log.Warn("queue: lease lost while the handler ran", "queue", w.q.Name(), "id", d.ID)
 				call.cancel(ErrLeaseLost)

@@ -525,3 +525,39 @@ func TestWorkerWithPrefetchOnMemoryProcessesEachMessageOnce(t *testing.T) {
 	}
 	assert.Equal(t, uint64(n), w.Stats().Succeeded)
 }
+
+func TestWorkerSkipsAPrefetchedMessageWhoseLeaseWasLost(t *testing.T) {
+	f := newFixture(t)
+	for _, body := range []string{"a", "b"} {
+		_, err := f.q.Enqueue(f.ctx, queue.Message{Body: []byte(body)})
+		require.NoError(t, err)
+	}
+	type call struct {
+		body    string
+		attempt int
+	}
+	calls := make(chan call, 10)
+	started := make(chan struct{})
+	w, ran := f.start(func(ctx context.Context, d queue.Delivery) error {
+		calls <- call{string(d.Body), d.Attempt}
+		if string(d.Body) == "a" && d.Attempt == 1 {
+			close(started)
+			<-ctx.Done() // ends when the lease is found lost
+			return context.Cause(ctx)
+		}
+		return nil
+	}, queue.WorkerOptions{Concurrency: 1, Prefetch: 1, Lease: 30 * time.Second, Timeout: -1})
+	wait(f, started, "the first handler")
+	// A whole lease passes before the keeper looks: both leases are gone,
+	// the running one's and the waiting one's.
+	f.clk.Advance(31 * time.Second)
+
+	got := []call{wait(f, calls, "the first call")}
+	for range 2 {
+		got = append(got, wait(f, calls, "a call after the leases were lost"))
+	}
+	assert.ElementsMatch(t, []call{{"a", 1}, {"a", 2}, {"b", 2}}, got,
+		"b's first delivery was lost while it waited: no handler ran it")
+	f.stop(w, ran)
+	assert.Equal(t, uint64(2), w.Stats().LeaseLost)
+}
