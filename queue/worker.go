@@ -511,10 +511,12 @@ func (w *Worker) receive(ctx context.Context, jobs chan<- job, tokens chan struc
 			continue
 		}
 		retrier.Reset()
+		if p.max > 0 {
+			// All of them before any handler can start one: the keeper
+			// then finds every message waiting or running.
+			w.waiting.add(ds, at.Add(w.opts.Lease))
+		}
 		for _, d := range ds {
-			if p.max > 0 {
-				w.waiting.add(d, at.Add(w.opts.Lease))
-			}
 			jobs <- job{d, at} // never blocks: tokens bound the messages to cap(jobs)
 		}
 	}
@@ -877,9 +879,11 @@ type waitingMsg struct {
 	lost       bool // its lease could not be extended: do not run it
 }
 
-func (ws *waitingSet) add(d Delivery, leaseUntil time.Time) {
+func (ws *waitingSet) add(ds []Delivery, leaseUntil time.Time) {
 	ws.mu.Lock()
-	ws.m[d.Receipt] = &waitingMsg{id: d.ID, leaseUntil: leaseUntil}
+	for _, d := range ds {
+		ws.m[d.Receipt] = &waitingMsg{id: d.ID, leaseUntil: leaseUntil}
+	}
 	ws.mu.Unlock()
 }
 

@@ -22,6 +22,7 @@ import (
 // recorder reports the calls a worker makes, so tests wait on events.
 type recorder struct {
 	queue.Backend
+	refuse   atomic.Bool // Extend fails with ErrStaleReceipt
 	extended chan struct{}
 	nacked   chan string
 	acked    chan struct{}
@@ -29,6 +30,9 @@ type recorder struct {
 }
 
 func (r *recorder) Extend(ctx context.Context, q string, rc queue.Receipt, l time.Duration) error {
+	if r.refuse.Load() {
+		return queue.ErrStaleReceipt
+	}
 	err := r.Backend.Extend(ctx, q, rc, l)
 	if err == nil {
 		r.extended <- struct{}{}
@@ -537,24 +541,33 @@ func TestWorkerSkipsAPrefetchedMessageWhoseLeaseWasLost(t *testing.T) {
 		attempt int
 	}
 	calls := make(chan call, 10)
-	started := make(chan struct{})
+	started, returned := make(chan struct{}), make(chan struct{})
 	w, ran := f.start(func(ctx context.Context, d queue.Delivery) error {
 		calls <- call{string(d.Body), d.Attempt}
 		if string(d.Body) == "a" && d.Attempt == 1 {
+			defer close(returned)
 			close(started)
-			<-ctx.Done() // ends when the lease is found lost
+			<-ctx.Done() // ends when its lease is found lost
 			return context.Cause(ctx)
 		}
 		return nil
 	}, queue.WorkerOptions{Concurrency: 1, Prefetch: 1, Lease: 30 * time.Second, Timeout: -1})
 	wait(f, started, "the first handler")
-	// A whole lease passes before the keeper looks: both leases are gone,
-	// the running one's and the waiting one's.
-	f.clk.Advance(31 * time.Second)
+	// The keeper's first round finds both leases lost (as if another
+	// consumer had them): the running message's and the waiting one's.
+	f.rec.refuse.Store(true)
+	f.clk.Advance(10 * time.Second)
+	wait(f, returned, "the first handler to end")
+	f.rec.refuse.Store(false)
+	// The leases run out: both messages are delivered again, once the
+	// receive loop waits for them (its deadline and the queue's lease
+	// timer armed, beside the keeper's ticker).
+	require.NoError(t, f.clk.BlockUntilTimers(f.ctx, 3))
+	f.clk.Advance(20 * time.Second)
 
 	got := []call{wait(f, calls, "the first call")}
 	for range 2 {
-		got = append(got, wait(f, calls, "a call after the leases were lost"))
+		got = append(got, wait(f, calls, "a call after the leases ran out"))
 	}
 	assert.ElementsMatch(t, []call{{"a", 1}, {"a", 2}, {"b", 2}}, got,
 		"b's first delivery was lost while it waited: no handler ran it")
