@@ -200,6 +200,11 @@ type Stats struct {
 // cost of about one: one lock, one statement or one round trip.
 // Queue.AckBatch uses it when the backend has it and acks one by one
 // otherwise.
+//
+// BatchAcker, ReceiveAppender and PrefetchAdvisor are optional: a Backend
+// that wraps another (to count or trace calls, say) by embedding the
+// Backend interface hides them, and the Queue and Worker then take their
+// slower paths. Such a wrapper should forward the ones its backend has.
 type BatchAcker interface {
 	// AckBatch acks each receipt as Ack would. It returns nil when every
 	// ack held, otherwise one error per receipt, nil where the ack held.
