@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"time"
+
+	"github.com/switchboard-go/switchboard/internal/batch"
 )
 
 // Queue is the portable handle on one named queue of a Backend: what
@@ -180,14 +182,13 @@ func (q *Queue) AckBatch(ctx context.Context, receipts ...Receipt) error {
 	if ba, ok := q.b.(BatchAcker); ok {
 		errs = ba.AckBatch(ctx, q.name, receipts)
 	} else {
+		e := batch.New(len(receipts))
 		for i, r := range receipts {
 			if err := q.b.Ack(ctx, q.name, r); err != nil {
-				if errs == nil {
-					errs = make([]error, len(receipts))
-				}
-				errs[i] = err
+				e.Fail(i, err)
 			}
 		}
+		errs = e.List()
 	}
 	if errs == nil {
 		return nil

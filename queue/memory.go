@@ -382,6 +382,7 @@ func (m *Memory) Enqueue(_ context.Context, name string, msgs []Message) ([]Enqu
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
+		q.unused(es)
 		return nil, ErrClosed
 	}
 	q.expireDedup(now)

@@ -388,3 +388,29 @@ func receive(t *testing.T, m *queue.Memory, maxN int, lease time.Duration) []que
 	require.NoError(t, err)
 	return ds
 }
+
+// onlyBackend hides the optional interfaces of the backend it wraps.
+type onlyBackend struct{ queue.Backend }
+
+func TestAckBatchWithoutBatchAckerAcksOneByOne(t *testing.T) {
+	mem := queue.NewMemory(queue.MemoryOptions{})
+	t.Cleanup(func() { mem.Close() })
+	q, err := queue.New(onlyBackend{mem}, "q")
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = q.EnqueueBatch(ctx, []queue.Message{{Body: []byte("a")}, {Body: []byte("b")}})
+	require.NoError(t, err)
+	ds, err := q.ReceiveAppend(ctx, nil, queue.ReceiveOptions{Max: 2})
+	require.NoError(t, err)
+	require.Len(t, ds, 2)
+	require.NoError(t, q.Ack(ctx, ds[0].Receipt))
+
+	err = q.AckBatch(ctx, ds[0].Receipt, ds[1].Receipt)
+	var be *queue.BatchError
+	require.ErrorAs(t, err, &be)
+	assert.ErrorIs(t, be.Errs[0], queue.ErrStaleReceipt)
+	assert.NoError(t, be.Errs[1])
+	st, err := q.Stats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(2), st.Processed)
+}
